@@ -1,0 +1,1 @@
+"""Load generators for the serveops stack."""

@@ -1,0 +1,105 @@
+"""`make up`, `make down`, `make status`: the local stack's lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stack import ROOT, ray_head, serve_config, serve_deploy
+from stack.config import OpsConfig, load
+from stack.profile import select
+
+RUN_DIR = ROOT / ".run"
+LOG_DIR = RUN_DIR / "logs"
+DEPLOYED_CONFIG = RUN_DIR / "serve-config.yaml"
+RAY_LOGS = Path("/tmp/ray/session_latest/logs")
+
+
+def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
+    started = time.monotonic()
+    profile = ops.profile(profile_name)
+    listen = ops.listen
+    if ray_head.is_running(listen):
+        print(f"Ray head already running at {listen.gcs_address}; redeploying")
+    else:
+        print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
+        ray_head.start(listen, profile.cluster, LOG_DIR / "ray-start.log")
+
+    config = serve_config.effective(profile_name)
+    RUN_DIR.mkdir(exist_ok=True)
+    DEPLOYED_CONFIG.write_text(serve_config.render(config))
+    serve_deploy.deploy(listen.dashboard_url, config)
+    apps = [a["name"] for a in config["applications"]]
+    print(f"deployed {DEPLOYED_CONFIG.relative_to(ROOT)}; waiting for {', '.join(apps)} to be RUNNING")
+    try:
+        serve_deploy.wait_running(listen.dashboard_url, apps, timeout_s)
+    except (RuntimeError, TimeoutError) as err:
+        print(f"make up failed: {err}", file=sys.stderr)
+        print(f"logs: {RAY_LOGS}/serve/ (replicas, controller), {RAY_LOGS}/ (Ray), "
+              f"{LOG_DIR}/ (serveops)", file=sys.stderr)
+        return 1
+    print(f"stack up in {time.monotonic() - started:.1f}s")
+    print_urls(ops)
+    return 0
+
+
+def print_urls(ops: OpsConfig) -> None:
+    listen = ops.listen
+    print(f"  OpenAI API     {listen.serve_url}/v1  (models, chat/completions, completions)")
+    print(f"  Ray dashboard  {listen.dashboard_url}")
+    print(f"  Ray metrics    {listen.metrics_url}/metrics")
+    print("  stop with      make down")
+
+
+def down(ops: OpsConfig) -> int:
+    listen = ops.listen
+    if ray_head.is_running(listen):
+        try:
+            serve_deploy.delete_all(listen.dashboard_url)
+        except Exception as err:  # a broken Serve must not stop us stopping Ray
+            print(f"serve shutdown: {err}; stopping Ray anyway", file=sys.stderr)
+    left = ray_head.stop()
+    if left:
+        print("still running after `ray stop --force`:\n  " + "\n  ".join(left), file=sys.stderr)
+        return 1
+    print("stack down: no Ray or vLLM process left")
+    return 0
+
+
+def status(ops: OpsConfig) -> int:
+    listen = ops.listen
+    if not ray_head.is_running(listen):
+        print(f"no Ray head at {listen.gcs_address}; start with `make up`")
+        return 1
+    subprocess.run([str(ray_head.BIN / "ray"), "status", f"--address={listen.gcs_address}"])
+    rows = serve_deploy.states(serve_deploy.details(listen.dashboard_url))
+    if not rows:
+        print("Serve: no applications")
+        return 1
+    print(f"{'APPLICATION':<12} {'APP STATUS':<12} {'DEPLOYMENT':<34} {'STATUS':<12} REPLICAS")
+    for r in rows:
+        print(f"{r.app:<12} {r.app_status:<12} {r.deployment:<34} {r.status:<12} {r.running}/{r.target}"
+              + (f"  {r.message[:80]}" if r.status != "HEALTHY" and r.message else ""))
+    return 0 if all(r.app_status == "RUNNING" for r in rows) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--timeout", type=float, default=float(os.environ.get("UP_TIMEOUT", 900)),
+                        help="seconds `up` waits for every application to be RUNNING")
+    args = parser.parse_args()
+    ops = load()
+    if args.command == "up":
+        return up(ops, select(), args.timeout)
+    if args.command == "down":
+        return down(ops)
+    return status(ops)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Typed loader for stack/ops.yaml, the one ops config. Everything else imports these objects."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from stack import ROOT
+
+OPS_PATH = ROOT / "stack" / "ops.yaml"
+
+
+class _Strict(BaseModel):
+    # A typo in the ops config must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class Listen(_Strict):
+    host: str
+    serve_port: int
+    dashboard_port: int
+    metrics_port: int
+    gcs_port: int
+    prometheus_port: int
+    alertmanager_port: int
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def serve_url(self) -> str:
+        return self.url(self.serve_port)
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.url(self.dashboard_port)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.url(self.metrics_port)
+
+    @property
+    def gcs_address(self) -> str:
+        return f"{self.host}:{self.gcs_port}"
+
+
+class Cluster(_Strict):
+    """Resources and environment of the local Ray head. None lets Ray detect."""
+
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory_mb: int | None = None
+    env: dict[str, str] = {}
+
+
+class DeploymentOptions(_Strict):
+    """The subset of @serve.deployment options the ops config sets; passed to Serve as-is."""
+
+    num_replicas: int | None = None
+    autoscaling_config: dict[str, Any] | None = None
+    max_ongoing_requests: int | None = None
+    health_check_period_s: float | None = None
+    health_check_timeout_s: float | None = None
+    graceful_shutdown_timeout_s: float | None = None
+    ray_actor_options: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> DeploymentOptions:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set num_replicas or autoscaling_config, not both")
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class LLMModel(_Strict):
+    model_id: str
+    model_source: str
+    accelerator_type: str | None = None
+    placement_group_config: dict[str, Any] | None = None
+    engine_kwargs: dict[str, Any] = {}
+    deployment: DeploymentOptions
+
+    def to_llm_config(self) -> dict[str, Any]:
+        """A dict that ray.serve.llm.LLMConfig validates."""
+        cfg: dict[str, Any] = {
+            "model_loading_config": {"model_id": self.model_id, "model_source": self.model_source},
+            "engine_kwargs": dict(self.engine_kwargs),
+            "deployment_config": self.deployment.to_serve(),
+            "log_engine_metrics": True,
+        }
+        if self.accelerator_type:
+            cfg["accelerator_type"] = self.accelerator_type
+        if self.placement_group_config:
+            cfg["placement_group_config"] = self.placement_group_config
+        return cfg
+
+
+class LLMApp(_Strict):
+    ingress: DeploymentOptions
+    models: list[LLMModel]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> LLMApp:
+        ids = [m.model_id for m in self.models]
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(f"llm.models needs at least one model and unique model_ids, got {ids}")
+        return self
+
+
+class Profile(_Strict):
+    cluster: Cluster
+    llm: LLMApp
+
+
+class OpsConfig(_Strict):
+    listen: Listen
+    profiles: dict[str, Profile]
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ValueError(f"profile {name!r} not in ops config; have {sorted(self.profiles)}") from None
+
+
+def parse(path: Path) -> OpsConfig:
+    return OpsConfig.model_validate(yaml.safe_load(path.read_text()))
+
+
+@functools.cache
+def load() -> OpsConfig:
+    """The project's ops config, parsed once per process."""
+    return parse(OPS_PATH)

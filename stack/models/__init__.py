@@ -1,0 +1,1 @@
+"""Models that `make setup` builds locally, so nothing comes from a hub."""

@@ -1,0 +1,89 @@
+"""Start and stop the local Ray head with serveops' listeners on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stack.config import Cluster, Listen
+
+BIN = Path(sys.executable).parent
+# Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine.
+PROCESS_PATTERNS = ("gcs_server", "raylet", "ray::", "dashboard/agent.py", "dashboard/dashboard.py",
+                    "default_worker.py", "EngineCore", "log_monitor.py", "monitor.py --logs-dir")
+
+
+def is_running(listen: Listen) -> bool:
+    """The GCS port answers: a head is up."""
+    try:
+        with socket.create_connection((listen.host, listen.gcs_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start_command(listen: Listen, cluster: Cluster) -> list[str]:
+    cmd = [
+        str(BIN / "ray"), "start", "--head",
+        f"--node-ip-address={listen.host}",
+        f"--port={listen.gcs_port}",
+        "--include-dashboard=true",
+        f"--dashboard-host={listen.host}",
+        f"--dashboard-port={listen.dashboard_port}",
+        f"--metrics-export-port={listen.metrics_port}",
+        "--disable-usage-stats",
+    ]
+    if cluster.num_cpus is not None:
+        cmd.append(f"--num-cpus={cluster.num_cpus}")
+    if cluster.num_gpus is not None:
+        cmd.append(f"--num-gpus={cluster.num_gpus}")
+    if cluster.object_store_memory_mb is not None:
+        cmd.append(f"--object-store-memory={cluster.object_store_memory_mb * 1024 * 1024}")
+    return cmd
+
+
+def head_env(cluster: Cluster) -> dict[str, str]:
+    # Workers inherit the raylet's environment, so engine settings set here reach vLLM too.
+    return {**os.environ, **cluster.env, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start(listen: Listen, cluster: Cluster, log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.run(start_command(listen, cluster), env=head_env(cluster),
+                              stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")
+
+
+def leftover_processes() -> list[str]:
+    """Command lines of processes that look like Ray or vLLM, excluding this one."""
+    found = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(p in cmdline for p in PROCESS_PATTERNS):
+            found.append(f"{pid_dir.name} {cmdline.strip()[:120]}")
+    return found
+
+
+def stop(grace_s: float = 30) -> list[str]:
+    """`ray stop`, forcefully if needed; returns whatever still runs afterwards."""
+    subprocess.run([str(BIN / "ray"), "stop", f"--grace-period={int(grace_s)}"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while leftover_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if leftover_processes():
+        subprocess.run([str(BIN / "ray"), "stop", "--force"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+    return leftover_processes()

@@ -1,0 +1,41 @@
+"""Fixtures. The live stack is brought up once per session and taken down at the end.
+
+A stack that is already serving (a developer's `make up`) is reused and left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from loadtests.stack_client import models
+from stack import cluster, ray_head
+from stack.config import OpsConfig, load
+from stack.profile import select
+
+
+@pytest.fixture(scope="session")
+def ops() -> OpsConfig:
+    return load()
+
+
+@pytest.fixture(scope="session")
+def live_stack(ops: OpsConfig) -> Iterator[OpsConfig]:
+    if models(ops):
+        yield ops
+        return
+    assert cluster.up(ops, select(), timeout_s=900) == 0, "make up failed"
+    yield ops
+    assert cluster.down(ops) == 0
+    assert ray_head.leftover_processes() == [], "make down left processes behind"
+
+
+@pytest.fixture(scope="session")
+def serve_url(live_stack: OpsConfig) -> str:
+    return live_stack.listen.serve_url
+
+
+@pytest.fixture(scope="session")
+def model_id(live_stack: OpsConfig) -> str:
+    return live_stack.profile(select()).llm.models[0].model_id

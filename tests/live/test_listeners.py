@@ -1,0 +1,38 @@
+"""Every listener serveops configures is on loopback, never on all interfaces."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from stack.config import OpsConfig
+
+pytestmark = pytest.mark.live
+WILDCARDS = ("0.0.0.0", "*", "[::]", "::")
+
+
+def listening() -> list[tuple[str, int]]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    pairs = []
+    for line in out.splitlines():
+        local = line.split()[3]
+        host, _, port = local.rpartition(":")
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def test_serve_and_dashboard_on_loopback_only(live_stack: OpsConfig) -> None:
+    listen = live_stack.listen
+    bound = listening()
+    for port in (listen.serve_port, listen.dashboard_port):
+        hosts = {h for h, p in bound if p == port}
+        assert hosts, f"nothing listens on :{port}"
+        assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, f":{port} bound on {hosts}"
+
+
+def test_no_project_port_on_wildcard(live_stack: OpsConfig) -> None:
+    listen = live_stack.listen
+    ours = {listen.serve_port, listen.dashboard_port, listen.prometheus_port, listen.alertmanager_port}
+    exposed = [(h, p) for h, p in listening() if p in ours and h in WILDCARDS]
+    assert exposed == []
