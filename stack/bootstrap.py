@@ -23,7 +23,6 @@ VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"
 STAMP = VENV / ".serveops-stamp"
 REQUIREMENTS = ROOT / "requirements"
-MODELS = ROOT / ".models"
 # Binary -> Debian package that provides it.
 DEBIAN = {
     "prometheus": "prometheus",
@@ -101,11 +100,15 @@ def install_venv(profile: str) -> None:
 
 
 def build_models() -> None:
-    from stack.models.tiny_llm import is_built
+    """Each builder is a module with is_built(path) and a CLI taking that path."""
+    import importlib
 
-    target = MODELS / "tiny-llama"
-    if not is_built(target):
-        run([str(VENV_PY), "-m", "stack.models.tiny_llm", str(target)])
+    from stack.models import SENTIMENT, TENANT_STORE, TINY_LLM
+
+    for module, target in (("tiny_llm", TINY_LLM), ("sentiment", SENTIMENT), ("tenants", TENANT_STORE)):
+        # Only the stdlib-level is_built is imported here; the builders run inside the venv.
+        if not importlib.import_module(f"stack.models.{module}").is_built(target):
+            run([str(VENV_PY), "-m", f"stack.models.{module}", str(target)])
 
 
 def main() -> None:

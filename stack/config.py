@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stack import ROOT
 
@@ -57,6 +57,13 @@ class Cluster(_Strict):
     env: dict[str, str] = {}
 
 
+class Batching(_Strict):
+    """@serve.batch settings; reach the replica as user_config, so `serve deploy` retunes them live."""
+
+    max_batch_size: int = Field(gt=0)
+    batch_wait_timeout_s: float = Field(ge=0)
+
+
 class DeploymentOptions(_Strict):
     """The subset of @serve.deployment options the ops config sets; passed to Serve as-is."""
 
@@ -67,15 +74,47 @@ class DeploymentOptions(_Strict):
     health_check_timeout_s: float | None = None
     graceful_shutdown_timeout_s: float | None = None
     ray_actor_options: dict[str, Any] | None = None
+    batching: Batching | None = None
+    # Threads for torch inside the replica; sized to the cores the profile gives it.
+    torch_threads: int | None = None
+    # @serve.multiplexed cache size; an LRU model is evicted past it.
+    max_num_models_per_replica: int | None = None
 
     @model_validator(mode="after")
-    def _one_scaling_mode(self) -> DeploymentOptions:
+    def _consistent(self) -> DeploymentOptions:
         if self.num_replicas is not None and self.autoscaling_config is not None:
             raise ValueError("set num_replicas or autoscaling_config, not both")
+        if self.batching and self.max_ongoing_requests is not None:
+            # The guide: a replica must admit more requests than one batch holds, or batches never fill.
+            if self.max_ongoing_requests <= self.batching.max_batch_size:
+                raise ValueError(
+                    f"max_ongoing_requests ({self.max_ongoing_requests}) must exceed "
+                    f"batching.max_batch_size ({self.batching.max_batch_size})"
+                )
         return self
 
+    @property
+    def min_replicas(self) -> int:
+        if self.autoscaling_config is not None:
+            return int(self.autoscaling_config.get("min_replicas", 1))
+        return self.num_replicas if self.num_replicas is not None else 1
+
+    def user_config(self) -> dict[str, Any] | None:
+        cfg: dict[str, Any] = {}
+        if self.batching:
+            cfg.update(self.batching.model_dump())
+        if self.torch_threads:
+            cfg["torch_threads"] = self.torch_threads
+        return cfg or None
+
     def to_serve(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        """Options for Serve: a deployment_config, or an entry of a Serve config's deployments list."""
+        out = self.model_dump(exclude_none=True,
+                              exclude={"batching", "torch_threads", "max_num_models_per_replica"})
+        user_config = self.user_config()
+        if user_config:
+            out["user_config"] = user_config
+        return out
 
 
 class LLMModel(_Strict):
@@ -116,10 +155,28 @@ class LLMApp(_Strict):
 class Profile(_Strict):
     cluster: Cluster
     llm: LLMApp
+    # Application name -> deployment name -> options, for the non-LLM apps.
+    apps: dict[str, dict[str, DeploymentOptions]]
+
+    def deployment(self, app: str, name: str) -> DeploymentOptions:
+        return self.apps[app][name]
+
+
+class ApiLimits(_Strict):
+    """Request limits every route enforces; past them a request gets a 4xx naming the field."""
+
+    max_body_bytes: int = Field(gt=0)
+    max_text_chars: int = Field(gt=0)
+    max_texts: int = Field(gt=0)
+    max_features: int = Field(gt=0)
+    max_tenant_id_chars: int = Field(gt=0)
+    max_messages: int = Field(gt=0)
+    max_prompt_chars: int = Field(gt=0)
 
 
 class OpsConfig(_Strict):
     listen: Listen
+    api: ApiLimits
     profiles: dict[str, Profile]
 
     def profile(self, name: str) -> Profile:

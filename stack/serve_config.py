@@ -23,6 +23,12 @@ from stack.profile import PROFILES
 SERVE_DIR = ROOT / "stack" / "serve"
 HEADER = "# Generated from stack/ops.yaml by `python -m stack.serve_config`. Do not edit.\n"
 LLM_APP = "llm"
+# The non-LLM applications: name -> (route prefix, builder). Routes are a contract, not a setting.
+MODEL_APPS = {
+    "embed": ("/embed", "stack.apps:embed_app"),
+    "classify": ("/classify", "stack.apps:classify_app"),
+    "predict": ("/predict", "stack.apps:predict_app"),
+}
 
 
 def serve_config_path(profile: str) -> Path:
@@ -42,12 +48,31 @@ def llm_application(profile: Profile) -> dict[str, Any]:
     }
 
 
+def model_application(name: str, profile: Profile) -> dict[str, Any]:
+    route_prefix, import_path = MODEL_APPS[name]
+    deployments = profile.apps[name]
+    args: dict[str, Any] = {}
+    for opts in deployments.values():
+        if opts.max_num_models_per_replica:
+            args["max_num_models_per_replica"] = opts.max_num_models_per_replica
+    return {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "args": args,
+        "deployments": [{"name": dep_name, **opts.to_serve()} for dep_name, opts in deployments.items()],
+    }
+
+
 def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
     profile = ops.profile(profile_name)
+    missing = set(MODEL_APPS) - set(profile.apps)
+    if missing:
+        raise ValueError(f"profile {profile_name} has no settings for apps {sorted(missing)}")
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
-        "applications": [llm_application(profile)],
+        "applications": [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)],
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from loadtests.stack_client import models
@@ -39,3 +40,14 @@ def serve_url(live_stack: OpsConfig) -> str:
 @pytest.fixture(scope="session")
 def model_id(live_stack: OpsConfig) -> str:
     return live_stack.profile(select()).llm.models[0].model_id
+
+
+@pytest.fixture(scope="session")
+def metrics_url(live_stack: OpsConfig) -> str:
+    return live_stack.listen.metrics_url
+
+
+@pytest.fixture(scope="session")
+def http(live_stack: OpsConfig) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_stack.listen.serve_url, timeout=60) as client:
+        yield client

@@ -1,0 +1,157 @@
+"""One error contract for every route: a 4xx with a JSON body naming the field and the problem.
+
+The body has OpenAI's shape, so the LLM routes and ours answer alike:
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "text", "code": 422}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# For each route's OpenAPI entry, so the spec shows the error body clients really get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed JSON or a bad header"},
+    404: {"model": ErrorBody, "description": "Unknown model or tenant"},
+    413: {"model": ErrorBody, "description": "Body over the size limit"},
+    415: {"model": ErrorBody, "description": "Content-Type is not application/json"},
+    422: {"model": ErrorBody, "description": "A field is missing, extra, of the wrong type or out of range"},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+
+def error_body(status: int, message: str, param: str | None = None,
+               kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def error_response(status: int, message: str, param: str | None = None,
+                   kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, kind), status_code=status)
+
+
+# Pydantic puts union-branch tags into an error's loc ("str", "function-after[...]", a model class name);
+# they are not field names, so a param keeps only ints and snake_case names that are not type tags.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "bytes",
+              "body", "header", "query", "path", "cookie"}
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    """("body", "messages", 0, "content", "str") -> "messages[0].content"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).isidentifier() and str(part).islower() and part not in _TYPE_TAGS:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def pydantic_error_message(errors: list[Any]) -> tuple[str, str | None]:
+    """The first error as (message, param), with a count of the rest."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = field_path(tuple(first.get("loc", ())))
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return message, param
+
+
+def validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        detail = errors[0].get("ctx", {}).get("error", errors[0]["msg"])
+        return error_response(400, f"malformed JSON: {detail}", kind="invalid_json")
+    return error_response(422, *pydantic_error_message(list(errors)))
+
+
+class JsonBodyGuard:
+    """Pure ASGI middleware: a body-carrying request must be JSON (else 415) and fit the limit (else 413).
+
+    Pure ASGI rather than BaseHTTPMiddleware so streamed responses pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            shown = media_type or "none"
+            await error_response(415, f"Content-Type must be application/json, got {shown}",
+                                 "Content-Type", "unsupported_media_type")(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(413, f"request body exceeds {self.max_body_bytes} bytes", None,
+                             "request_too_large")(scope, receive, send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise ApiError(413, f"request body exceeds {self.max_body_bytes} bytes",
+                                   kind="request_too_large")
+            return message
+
+        return wrapped
+
+
+def install(app: FastAPI, max_body_bytes: int) -> FastAPI:
+    """Give a FastAPI app the error contract: JSON 4xx for bad input, never a 500 for it."""
+
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param, exc.kind)
+
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(exc)
+
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(exc.status_code, str(exc.detail), None, kind)
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_middleware(JsonBodyGuard, max_body_bytes=max_body_bytes)
+    return app

@@ -1,0 +1,30 @@
+"""FastAPI apps for the model routes: the shared error contract, and POST at the app's own prefix."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stack.api_errors import install
+from stack.schemas import LIMITS
+
+
+class SlashAtPrefix:
+    """Serve mounts an app under its route prefix, so `/embed` reaches it as the empty path, which
+    no FastAPI route can match (Serve's router refuses ""); treat it as `/embed/`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            root, path = scope.get("root_path", ""), scope["path"]
+            if (path[len(root):] if root and path.startswith(root) else path) == "":
+                scope = {**scope, "path": path + "/", "raw_path": (path + "/").encode()}
+        await self.app(scope, receive, send)
+
+
+def new_api(title: str) -> FastAPI:
+    api = install(FastAPI(title=title, version="1"), LIMITS.max_body_bytes)
+    api.add_middleware(SlashAtPrefix)
+    return api

@@ -1,0 +1,80 @@
+"""/classify: the guide's sequential pipeline through DeploymentHandles.
+
+Pipeline (ingress) -> Preprocessor -> Classifier (-> Embedder of the embed app) -> Postprocessor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from stack.api_errors import ERROR_RESPONSES
+from stack.http_api import new_api
+from stack.schemas import ClassifyRequest, ClassifyResponse
+
+api = new_api("serveops /classify")
+EMBED_APP, EMBEDDER = "embed", "Embedder"
+
+
+@serve.deployment(name="Preprocessor")
+class Preprocessor:
+    def preprocess(self, text: str) -> dict[str, Any]:
+        # NFKC folds look-alike characters; control characters say nothing about sentiment.
+        cleaned = unicodedata.normalize("NFKC", text)
+        cleaned = "".join(c for c in cleaned if unicodedata.category(c)[0] != "C" or c in "\n\t")
+        cleaned = re.sub(r"\s+", " ", cleaned).strip()
+        return {"text": cleaned or text, "chars": len(text)}
+
+
+@serve.deployment(name="Classifier")
+class Classifier:
+    """Sentiment head (trained at setup) on MiniLM embeddings from the /embed app's Embedder."""
+
+    def __init__(self) -> None:
+        import joblib
+
+        from stack.models import SENTIMENT
+
+        self.head = joblib.load(SENTIMENT / "head.joblib")
+        self.labels = json.loads((SENTIMENT / "meta.json").read_text())["labels"]
+        self._embedder: DeploymentHandle | None = None
+
+    @property
+    def embedder(self) -> DeploymentHandle:
+        # Looked up on first use: the embed app may still be deploying when this replica starts.
+        if self._embedder is None:
+            self._embedder = serve.get_deployment_handle(EMBEDDER, app_name=EMBED_APP)
+        return self._embedder
+
+    async def classify(self, pre: dict[str, Any]) -> dict[str, Any]:
+        vectors, _ = await self.embedder.embed_texts.remote([pre["text"]])
+        probs = self.head.predict_proba(vectors)[0]
+        return {"scores": {label: float(p) for label, p in zip(self.labels, probs, strict=True)}}
+
+
+@serve.deployment(name="Postprocessor")
+class Postprocessor:
+    def format_response(self, classified: dict[str, Any]) -> dict[str, Any]:
+        scores = classified["scores"]
+        label = max(scores, key=scores.get)
+        return {"label": label, "confidence": round(scores[label], 4),
+                "scores": {k: round(v, 4) for k, v in scores.items()}}
+
+
+@serve.deployment(name="Pipeline")
+@serve.ingress(api)
+class Pipeline:
+    def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle,
+                 postprocessor: DeploymentHandle) -> None:
+        self.preprocessor, self.classifier, self.postprocessor = preprocessor, classifier, postprocessor
+
+    @api.post("/", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
+    async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
+        pre = await self.preprocessor.preprocess.remote(body.text)
+        classified = await self.classifier.classify.remote(pre)
+        return ClassifyResponse(**await self.postprocessor.format_response.remote(classified))

@@ -1,0 +1,31 @@
+"""Read Ray's Prometheus export (127.0.0.1:8080) directly, for tests and benchmarks that need a figure now."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(metrics_url: str) -> Samples:
+    text = httpx.get(f"{metrics_url}/metrics", timeout=10).text
+    return [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include the given ones."""
+    return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items()))
+
+
+def wait_for(metrics_url: str, predicate: Callable[[Samples], bool], timeout_s: float = 60) -> Samples:
+    """Poll until predicate holds; Ray reports metrics every few seconds, not per request."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape(metrics_url)
+        if predicate(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(2)

@@ -1,0 +1,165 @@
+"""Request and response models for every route, with the limits from the ops config.
+
+FastAPI validates bodies against them and publishes them in each app's OpenAPI spec, so the
+spec and the checks cannot disagree. Unknown fields are rejected, and types are strict:
+"1" is not a number, 1 is not a string.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+
+from stack.config import load
+
+LIMITS = load().api
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace")
+    return value
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=LIMITS.max_text_chars), AfterValidator(_not_blank)]
+Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# Bounded so that no value overflows a float64 model input.
+Feature = Annotated[Number, Field(ge=-1e12, le=1e12)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbedRequest(Request):
+    text: Text | Annotated[list[Text], Field(min_length=1, max_length=LIMITS.max_texts)] = Field(
+        description="One text, or a list of texts."
+    )
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="L2-normalised, one per input text, in order.")
+    dim: int
+    batch_size: int = Field(description="Size of the largest @serve.batch batch the texts ran in.")
+
+
+class ClassifyRequest(Request):
+    text: Text
+
+
+class ClassifyResponse(BaseModel):
+    label: str
+    confidence: float
+    scores: dict[str, float]
+
+
+class PredictRequest(Request):
+    features: Annotated[list[Feature], Field(min_length=1, max_length=LIMITS.max_features)]
+
+
+class PredictResponse(BaseModel):
+    tenant: str
+    prediction: float | int | str
+    model: str
+
+
+# The multiplexed model id (header serve_multiplexed_model_id): short, lower-case, no path characters.
+TenantId = Annotated[StrictStr, Field(min_length=1, max_length=LIMITS.max_tenant_id_chars,
+                                      pattern=TENANT_ID_PATTERN)]
+
+
+# --- OpenAI routes: the fields we accept; anything else is a 422 naming it. ---
+
+Probability = Annotated[Number, Field(ge=0, le=1)]
+Penalty = Annotated[Number, Field(ge=-2, le=2)]
+Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)]
+MaxTokens = Annotated[StrictInt, Field(ge=1)]
+
+
+class StreamOptions(Request):
+    include_usage: StrictBool | None = None
+    continuous_usage_stats: StrictBool | None = None
+
+
+class TextPart(Request):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(Request):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | Annotated[list[TextPart], Field(min_length=1)] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+
+
+class Sampling(Request):
+    """Sampling fields shared by chat and completions, vLLM's extensions included."""
+
+    model: StrictStr | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Probability | None = None
+    top_k: StrictInt | None = None
+    min_p: Probability | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=8)] | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    stop: Stop | None = None
+    seed: StrictInt | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: Annotated[Number, Field(gt=0, le=2)] | None = None
+    logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    user: StrictStr | None = None
+    ignore_eos: StrictBool | None = None
+    min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    skip_special_tokens: StrictBool | None = None
+
+
+class ChatRequest(Sampling):
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=LIMITS.max_messages)]
+    max_completion_tokens: MaxTokens | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
+
+    def prompt_chars(self) -> int:
+        total = 0
+        for m in self.messages:
+            if isinstance(m.content, str):
+                total += len(m.content)
+            elif m.content:
+                total += sum(len(p.text) for p in m.content)
+        return total
+
+
+Prompt = Annotated[StrictStr, Field(min_length=1)]
+
+
+class CompletionRequest(Sampling):
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=LIMITS.max_texts)]
+    echo: StrictBool | None = None
+    logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    suffix: StrictStr | None = None
+
+    def prompt_chars(self) -> int:
+        return len(self.prompt) if isinstance(self.prompt, str) else sum(map(len, self.prompt))

@@ -1,0 +1,57 @@
+"""/predict: per-tenant scikit-learn models through @serve.multiplexed.
+
+The header serve_multiplexed_model_id names the tenant; Serve routes to a replica that has its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import Header
+from ray import serve
+from ray.serve.deployment import Deployment
+
+from stack.api_errors import ERROR_RESPONSES, ApiError
+from stack.http_api import new_api
+from stack.models import TENANT_STORE
+from stack.schemas import PredictRequest, PredictResponse, TenantId
+
+api = new_api("serveops /predict")
+HEADER = "serve_multiplexed_model_id"
+
+
+def _scalar(value: Any) -> float | int | str:
+    return value.item() if hasattr(value, "item") else value
+
+
+def tenant_models(max_models: int) -> Deployment:
+    """The deployment class, with the multiplex cache size from the ops config baked in."""
+
+    @serve.deployment(name="TenantModels")
+    @serve.ingress(api)
+    class TenantModels:
+        @serve.multiplexed(max_num_models_per_replica=max_models)
+        async def get_model(self, tenant: str) -> Any:
+            import joblib
+
+            return await asyncio.to_thread(joblib.load, TENANT_STORE / f"{tenant}.joblib")
+
+        @api.post("/", response_model=PredictResponse, responses=ERROR_RESPONSES)
+        async def predict(
+            self,
+            body: PredictRequest,
+            tenant: Annotated[TenantId, Header(alias=HEADER, convert_underscores=False,
+                                               description="Tenant id; selects the model.")],
+        ) -> PredictResponse:
+            if not (TENANT_STORE / f"{tenant}.joblib").is_file():
+                raise ApiError(404, f"no model for tenant {tenant!r}", HEADER, "not_found")
+            model = await self.get_model(tenant)
+            expected = int(model.n_features_in_)
+            if len(body.features) != expected:
+                raise ApiError(422, f"features: this tenant's model takes {expected} features, "
+                                    f"got {len(body.features)}", "features")
+            prediction = model.predict([body.features])[0]
+            return PredictResponse(tenant=tenant, prediction=_scalar(prediction), model=type(model).__name__)
+
+    return TenantModels
