@@ -64,17 +64,22 @@ def wait_running(dashboard_url: str, apps: list[str], timeout_s: float) -> dict[
     """Block until every named app is RUNNING; raise on a failed app or at the deadline."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, str] = {}
+    current: dict[str, Any] = {}
     while time.monotonic() < deadline:
         current = details(dashboard_url).get("applications") or {}
         last = {name: (current.get(name) or {}).get("status", "NOT_STARTED") for name in apps}
         failed = {n: s for n, s in last.items() if s in FAILED_APP_STATES}
         if failed:
-            msgs = "; ".join(f"{n}: {(current[n].get('message') or '').strip()[:2000]}" for n in failed)
+            msgs = "; ".join(f"{n}: ...{(current[n].get('message') or '').strip()[-1500:]}" for n in failed)
             raise RuntimeError(f"applications failed: {failed}. {msgs}")
         if all(s == "RUNNING" for s in last.values()):
             return current
         time.sleep(2)
-    raise TimeoutError(f"applications not RUNNING after {timeout_s:.0f}s: {last}")
+    # Serve explains a stuck deployment (e.g. replicas it cannot schedule) in its message.
+    stuck = [f"{r.app}/{r.deployment}: {r.message}" for r in states({"applications": current})
+             if r.app in apps and r.message and r.status != "HEALTHY"]
+    raise TimeoutError(f"applications not RUNNING after {timeout_s:.0f}s: {last}"
+                       + "".join(f"\n  {m[:500]}" for m in stuck))
 
 
 def wait_absent(dashboard_url: str, apps: list[str] | None, timeout_s: float) -> None:
