@@ -79,3 +79,30 @@ def test_unknown_profile_named() -> None:
 
 def test_parse_round_trips() -> None:
     assert isinstance(parse(OPS_PATH), OpsConfig)
+
+
+def test_batching_needs_headroom(tmp_path: Path) -> None:
+    raw = _raw()
+    raw["profiles"]["cpu"]["apps"]["embed"]["Embedder"]["max_ongoing_requests"] = 32  # == max_batch_size
+    with pytest.raises(ValidationError, match="must exceed"):
+        parse(_write(tmp_path, raw))
+
+
+def test_every_profile_has_a_deployment_that_scales_to_zero() -> None:
+    for name, profile in load().profiles.items():
+        mins = [opts.min_replicas for app in profile.apps.values() for opts in app.values()]
+        assert 0 in mins, name
+
+
+def test_gpu_profile_uses_fractional_gpus_and_guide_scaling() -> None:
+    embedder = load().profile("gpu").deployment("embed", "Embedder")
+    assert 0 < embedder.ray_actor_options["num_gpus"] < 1
+    scaling = embedder.autoscaling_config
+    assert scaling["downscale_delay_s"] >= 300 and scaling["downscaling_factor"] == 0.5
+    assert embedder.max_ongoing_requests > embedder.batching.max_batch_size
+
+
+def test_cpu_profile_batching_and_multiplexing() -> None:
+    cpu = load().profile("cpu")
+    assert cpu.deployment("embed", "Embedder").batching.max_batch_size == 32
+    assert cpu.deployment("predict", "TenantModels").max_num_models_per_replica == 3

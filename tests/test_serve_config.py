@@ -29,9 +29,37 @@ def test_serve_accepts_the_file(profile: str) -> None:
     schema = ServeDeploySchema.model_validate(raw)
     assert schema.http_options.host == "127.0.0.1"
     assert schema.http_options.port == 8000
-    for app in raw["applications"]:
-        for llm in app["args"]["llm_configs"]:
-            LLMConfig.model_validate(llm)
+    apps = {app["name"]: app for app in raw["applications"]}
+    assert {a: apps[a]["route_prefix"] for a in apps} == {
+        "llm": "/", "embed": "/embed", "classify": "/classify", "predict": "/predict"}
+    for llm in apps["llm"]["args"]["llm_configs"]:
+        LLMConfig.model_validate(llm)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_deployment_names_match_the_code(profile: str) -> None:
+    from stack import apps
+
+    builders = {"embed": apps.embed_app, "classify": apps.classify_app, "predict": apps.predict_app}
+    config = serve_config.build(load(), profile)
+    for app in config["applications"][1:]:
+        built = builders[app["name"]](app["args"])
+        names = {d.name for d in _deployments(built)}
+        assert {d["name"] for d in app["deployments"]} == names
+
+
+def _deployments(app):
+    """Every deployment an Application binds, ingress first."""
+    from ray.serve.deployment import Application
+
+    found, stack_ = [], [app]
+    while stack_:
+        node = stack_.pop()
+        deployment = node._bound_deployment
+        found.append(deployment)
+        bound = [*deployment.init_args, *deployment.init_kwargs.values()]
+        stack_.extend(a for a in bound if isinstance(a, Application))
+    return found
 
 
 def test_llm_model_override() -> None:
