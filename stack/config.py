@@ -27,6 +27,7 @@ class Listen(_Strict):
     gcs_port: int
     prometheus_port: int
     alertmanager_port: int
+    gpu_exporter_port: int
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -174,9 +175,28 @@ class ApiLimits(_Strict):
     max_prompt_chars: int = Field(gt=0)
 
 
+class Tenants(_Strict):
+    tiers: dict[str, str]
+    default_tier: str
+
+    def tier(self, tenant: str) -> str:
+        return self.tiers.get(tenant, self.default_tier)
+
+    @property
+    def all_tiers(self) -> set[str]:
+        return {*self.tiers.values(), self.default_tier}
+
+
+class Observability(_Strict):
+    tracing_sampling_ratio: float = Field(ge=0, le=1)
+    otlp_endpoint: str | None = None
+
+
 class OpsConfig(_Strict):
     listen: Listen
     api: ApiLimits
+    tenants: Tenants
+    observability: Observability
     profiles: dict[str, Profile]
 
     def profile(self, name: str) -> Profile:

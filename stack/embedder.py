@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
 
 from stack.api_errors import ERROR_RESPONSES
 from stack.http_api import new_api
+from stack.observability.logs import install_trace_log_filter
+from stack.observability.metrics import metrics
+from stack.observability.tracing import span
 from stack.schemas import EmbedRequest, EmbedResponse
 
 api = new_api("serveops /embed")
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: list[list[float]]
+    batch_size: int  # the largest batch any of the texts ran in
+    tokens: int
 
 
 @serve.deployment(name="Embedder")
@@ -22,7 +33,9 @@ class Embedder:
 
         from stack.models.minilm import MiniLM
 
-        self.model = MiniLM("cuda" if torch.cuda.is_available() else "cpu")
+        install_trace_log_filter()
+        with span("model.load", model="all-MiniLM-L6-v2"):
+            self.model = MiniLM("cuda" if torch.cuda.is_available() else "cpu")
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config from the ops config: batching and torch threads, retuned without a restart."""
@@ -36,17 +49,25 @@ class Embedder:
             torch.set_num_threads(int(config["torch_threads"]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _embed_batch(self, texts: list[str]) -> list[tuple[list[float], int]]:
-        # Off the event loop, so the next batch fills while this one computes.
-        encoded = await asyncio.to_thread(self.model.encode, texts)
-        return [(vector, len(texts)) for vector in encoded.vectors]
+    async def _embed_batch(self, texts: list[str]) -> list[tuple[list[float], int, int]]:
+        with span("embed.batch", **{"batch.size": len(texts)}) as current:
+            # Off the event loop, so the next batch fills while this one computes.
+            encoded = await asyncio.to_thread(self.model.encode, texts)
+            current.set_attribute("batch.padding_ratio", round(encoded.padding_ratio, 4))
+        metrics().batch_padding_ratio.observe(encoded.padding_ratio)
+        return [(v, len(texts), n) for v, n in zip(encoded.vectors, encoded.tokens, strict=True)]
 
-    async def embed_texts(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Each text joins the shared batch queue on its own; returns vectors and the largest batch seen."""
+    async def embed_texts(self, texts: list[str]) -> Embedded:
+        """Each text joins the shared batch queue on its own."""
         results = await asyncio.gather(*(self._embed_batch(t) for t in texts))
-        return [v for v, _ in results], max(b for _, b in results)
+        return Embedded(vectors=[v for v, _, _ in results], batch_size=max(b for _, b, _ in results),
+                        tokens=sum(n for _, _, n in results))
 
     @api.post("/", response_model=EmbedResponse, responses=ERROR_RESPONSES)
     async def embed(self, body: EmbedRequest) -> EmbedResponse:
-        vectors, batch_size = await self.embed_texts(body.texts)
-        return EmbedResponse(embeddings=vectors, dim=self.model.dim, batch_size=batch_size)
+        texts = body.texts
+        out = await self.embed_texts(texts)
+        m = metrics()
+        m.input_chars.observe(sum(map(len, texts)), tags={"route": "/embed"})
+        m.input_tokens.observe(out.tokens, tags={"route": "/embed"})
+        return EmbedResponse(embeddings=out.vectors, dim=self.model.dim, batch_size=out.batch_size)

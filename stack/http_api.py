@@ -1,4 +1,4 @@
-"""FastAPI apps for the model routes: the shared error contract, and POST at the app's own prefix."""
+"""FastAPI apps: the error contract and request observer every app gets, and POST at an app's own prefix."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stack.api_errors import install
+from stack.observability.request_observer import RequestObserver
 from stack.schemas import LIMITS
 
 
@@ -24,7 +25,14 @@ class SlashAtPrefix:
         await self.app(scope, receive, send)
 
 
+def harden(app: FastAPI) -> FastAPI:
+    """What every serveops app gets: the error contract, then (outermost) the request observer."""
+    install(app, LIMITS.max_body_bytes)
+    app.add_middleware(RequestObserver)
+    return app
+
+
 def new_api(title: str) -> FastAPI:
-    api = install(FastAPI(title=title, version="1"), LIMITS.max_body_bytes)
+    api = harden(FastAPI(title=title, version="1"))
     api.add_middleware(SlashAtPrefix)
     return api

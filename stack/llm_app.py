@@ -1,20 +1,26 @@
 """Serve application builder for the LLM app: ray.serve.llm's OpenAI app, hardened.
 
 Same pieces as `ray.serve.llm.build_openai_app` (LLMServer deployments behind an OpenAI ingress),
-with three changes:
+with these changes:
 - only the routes a chat model needs (/v1/models, /v1/chat/completions, /v1/completions);
 - strict request models (stack.schemas), so bad input is a 4xx naming the field, and the OpenAPI
   spec describes what is really accepted;
-- relative model paths resolve against the project root.
+- relative model paths resolve against the project root;
+and it records what the Serve layer sees of each LLM request: an `llm.request` span, prompt and
+completion tokens, and the time to first token of streamed responses.
 
 `serve deploy stack/serve/cpu.yaml` imports `stack.llm_app:build_app` with the file's args.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
+from opentelemetry import trace
 from pydantic import ValidationError
 from ray import serve
 from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
@@ -28,9 +34,13 @@ from ray.llm._internal.serve.core.ingress.ingress import (
     make_fastapi_ingress,
 )
 from ray.llm._internal.serve.core.server.builder import build_llm_deployment
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from stack import ROOT, api_errors
+from stack.http_api import harden
+from stack.observability.logs import install_trace_log_filter
+from stack.observability.metrics import metrics
+from stack.observability.tracing import tracer
 from stack.schemas import LIMITS, ChatRequest, CompletionRequest
 
 # Only the routes a chat model needs; the stock app's /tokenize, /detokenize, /v1/embeddings and
@@ -64,12 +74,20 @@ def with_resolved_sources(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "llm_configs": configs}
 
 
+def _has_token(event: dict[str, Any]) -> bool:
+    for choice in event.get("choices") or []:
+        if (choice.get("delta") or {}).get("content") or choice.get("text"):
+            return True
+    return False
+
+
 class ValidatingIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes take our strict request models."""
 
     def __init__(self, llm_deployments, model_cards, *, max_model_lens: dict[str, int], **kwargs) -> None:
         super().__init__(llm_deployments, model_cards, **kwargs)
         self._max_model_lens = max_model_lens
+        install_trace_log_filter()
 
     def _check(self, body: ChatRequest | CompletionRequest, prompt_field: str) -> None:
         chars = body.prompt_chars()
@@ -85,19 +103,90 @@ class ValidatingIngress(OpenAiIngress):
                     422, f"{field}: {value} is above this model's context length {limit}", field)
 
     @staticmethod
-    def _to_vllm(model: type, body: ChatRequest | CompletionRequest):
+    def _to_vllm(model: type, data: dict[str, Any]):
         try:
-            return model.model_validate(body.model_dump(exclude_unset=True))
+            return model.model_validate(data)
         except ValidationError as err:
             raise api_errors.ApiError(422, *api_errors.pydantic_error_message(err.errors())) from None
 
+    def _model_label(self, model: str | None) -> str:
+        if model in self._max_model_lens:
+            return model
+        only = list(self._max_model_lens)
+        return only[0] if model is None and len(only) == 1 else "other"
+
+    async def _observed(self, body: ChatRequest | CompletionRequest, route: str, vllm_model: type,
+                        handler: Callable[[Any, Request], Awaitable[Response]], request: Request) -> Response:
+        """Run the stock handler with an llm.request span, token counts and time to first token."""
+        model = self._model_label(body.model)
+        data = body.model_dump(exclude_unset=True)
+        client_wants_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.stream:  # ask vLLM for the usage chunk; dropped again unless the client asked too
+            data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+        metrics().input_chars.observe(body.prompt_chars(), tags={"route": route})
+        attributes = {"llm.model": model, "llm.stream": bool(body.stream), "http.route": route}
+        span = tracer().start_span("llm.request", attributes=attributes)
+        started = time.perf_counter()
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                response = await handler(self._to_vllm(vllm_model, data), request)
+        except BaseException:
+            span.end()
+            raise
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._observe_stream(response.body_iterator, route, model, started,
+                                                          span, client_wants_usage)
+        else:
+            self._record_usage(json.loads(response.body).get("usage"), route, model, span)
+            span.end()
+        return response
+
+    @staticmethod
+    def _record_usage(usage: dict[str, Any] | None, route: str, model: str, span: trace.Span) -> None:
+        if not usage:
+            return
+        m = metrics()
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        m.input_tokens.observe(prompt, tags={"route": route})
+        m.llm_prompt_tokens.observe(prompt, tags={"model": model})
+        m.llm_completion_tokens.observe(completion, tags={"model": model})
+        span.set_attributes({"llm.prompt_tokens": prompt, "llm.completion_tokens": completion})
+
+    async def _observe_stream(self, chunks: AsyncIterator[Any], route: str, model: str, started: float,
+                              span: trace.Span, client_wants_usage: bool) -> AsyncIterator[Any]:
+        first_token = False
+        try:
+            async for chunk in chunks:
+                text = chunk.decode() if isinstance(chunk, bytes) else chunk
+                kept, dropped = [], False
+                for event in text.split("\n\n"):
+                    payload = event.removeprefix("data: ").strip()
+                    if payload.startswith("{"):
+                        parsed = json.loads(payload)
+                        if not first_token and _has_token(parsed):
+                            first_token = True
+                            ttft_ms = (time.perf_counter() - started) * 1000
+                            metrics().llm_ttft_ms.observe(ttft_ms, tags={"model": model})
+                            span.set_attribute("llm.ttft_ms", round(ttft_ms, 2))
+                        if parsed.get("usage") and not parsed.get("choices"):
+                            self._record_usage(parsed["usage"], route, model, span)
+                            if not client_wants_usage:
+                                dropped = True
+                                continue
+                    kept.append(event)
+                yield "\n\n".join(kept) if dropped else chunk
+        finally:
+            span.end()
+
     async def chat(self, body: ChatRequest, request: Request) -> Response:
         self._check(body, "messages")
-        return await super().chat(self._to_vllm(vllm_models.ChatCompletionRequest, body), request)
+        return await self._observed(body, "/v1/chat/completions", vllm_models.ChatCompletionRequest,
+                                    super().chat, request)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         self._check(body, "prompt")
-        return await super().completions(self._to_vllm(vllm_models.CompletionRequest, body), request)
+        return await self._observed(body, "/v1/completions", vllm_models.CompletionRequest,
+                                    super().completions, request)
 
 
 def build_app(args: dict[str, Any]):
@@ -107,7 +196,7 @@ def build_app(args: dict[str, Any]):
         ValidatingIngress.get_deployment_options(configs), serving.ingress_deployment_config
     )
     options.setdefault("name", "OpenAiIngress")
-    fastapi_app = api_errors.install(init(), LIMITS.max_body_bytes)
+    fastapi_app = harden(init())
     fastapi_app.title = "serveops OpenAI API"
     ingress = make_fastapi_ingress(
         ValidatingIngress, endpoint_map=ENDPOINTS, app=fastapi_app

@@ -15,6 +15,9 @@ from ray.serve.handle import DeploymentHandle
 
 from stack.api_errors import ERROR_RESPONSES
 from stack.http_api import new_api
+from stack.observability.logs import install_trace_log_filter
+from stack.observability.metrics import metrics
+from stack.observability.tracing import span
 from stack.schemas import ClassifyRequest, ClassifyResponse
 
 api = new_api("serveops /classify")
@@ -23,12 +26,16 @@ EMBED_APP, EMBEDDER = "embed", "Embedder"
 
 @serve.deployment(name="Preprocessor")
 class Preprocessor:
+    def __init__(self) -> None:
+        install_trace_log_filter()
+
     def preprocess(self, text: str) -> dict[str, Any]:
-        # NFKC folds look-alike characters; control characters say nothing about sentiment.
-        cleaned = unicodedata.normalize("NFKC", text)
-        cleaned = "".join(c for c in cleaned if unicodedata.category(c)[0] != "C" or c in "\n\t")
-        cleaned = re.sub(r"\s+", " ", cleaned).strip()
-        return {"text": cleaned or text, "chars": len(text)}
+        with span("pipeline.preprocess", chars=len(text)):
+            # NFKC folds look-alike characters; control characters say nothing about sentiment.
+            cleaned = unicodedata.normalize("NFKC", text)
+            cleaned = "".join(c for c in cleaned if unicodedata.category(c)[0] != "C" or c in "\n\t")
+            cleaned = re.sub(r"\s+", " ", cleaned).strip()
+            return {"text": cleaned or text, "chars": len(text)}
 
 
 @serve.deployment(name="Classifier")
@@ -40,8 +47,10 @@ class Classifier:
 
         from stack.models import SENTIMENT
 
-        self.head = joblib.load(SENTIMENT / "head.joblib")
-        self.labels = json.loads((SENTIMENT / "meta.json").read_text())["labels"]
+        install_trace_log_filter()
+        with span("model.load", model="sentiment-head"):
+            self.head = joblib.load(SENTIMENT / "head.joblib")
+            self.labels = json.loads((SENTIMENT / "meta.json").read_text())["labels"]
         self._embedder: DeploymentHandle | None = None
 
     @property
@@ -52,18 +61,27 @@ class Classifier:
         return self._embedder
 
     async def classify(self, pre: dict[str, Any]) -> dict[str, Any]:
-        vectors, _ = await self.embedder.embed_texts.remote([pre["text"]])
-        probs = self.head.predict_proba(vectors)[0]
-        return {"scores": {label: float(p) for label, p in zip(self.labels, probs, strict=True)}}
+        with span("pipeline.classify"):
+            embedded = await self.embedder.embed_texts.remote([pre["text"]])
+            probs = self.head.predict_proba(embedded.vectors)[0]
+        return {"scores": {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
+                "tokens": embedded.tokens}
 
 
 @serve.deployment(name="Postprocessor")
 class Postprocessor:
+    def __init__(self) -> None:
+        install_trace_log_filter()
+
     def format_response(self, classified: dict[str, Any]) -> dict[str, Any]:
-        scores = classified["scores"]
-        label = max(scores, key=scores.get)
-        return {"label": label, "confidence": round(scores[label], 4),
-                "scores": {k: round(v, 4) for k, v in scores.items()}}
+        with span("pipeline.postprocess"):
+            scores = classified["scores"]
+            label = max(scores, key=scores.get)
+            m = metrics()
+            m.predictions.inc(tags={"label": label})
+            m.classifier_confidence.observe(scores[label], tags={"label": label})
+            return {"label": label, "confidence": round(scores[label], 4),
+                    "scores": {k: round(v, 4) for k, v in scores.items()}}
 
 
 @serve.deployment(name="Pipeline")
@@ -72,9 +90,13 @@ class Pipeline:
     def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle,
                  postprocessor: DeploymentHandle) -> None:
         self.preprocessor, self.classifier, self.postprocessor = preprocessor, classifier, postprocessor
+        install_trace_log_filter()
 
     @api.post("/", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
     async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
         pre = await self.preprocessor.preprocess.remote(body.text)
         classified = await self.classifier.classify.remote(pre)
+        m = metrics()
+        m.input_chars.observe(len(body.text), tags={"route": "/classify"})
+        m.input_tokens.observe(classified["tokens"], tags={"route": "/classify"})
         return ClassifyResponse(**await self.postprocessor.format_response.remote(classified))

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from stack.config import Cluster, Listen
+from stack.config import Cluster, Listen, OpsConfig
+from stack.observability.tracing import TRACE_DIR_ENV, trace_dir
 
 BIN = Path(sys.executable).parent
 # Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine.
@@ -46,15 +47,31 @@ def start_command(listen: Listen, cluster: Cluster) -> list[str]:
     return cmd
 
 
-def head_env(cluster: Cluster) -> dict[str, str]:
-    # Workers inherit the raylet's environment, so engine settings set here reach vLLM too.
-    return {**os.environ, **cluster.env, "RAY_USAGE_STATS_ENABLED": "0"}
+def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Workers inherit the raylet's environment: engine settings and tracing set here reach every replica.
+
+    Tracing goes through env vars rather than the Serve config's tracing_config, so that the proxy,
+    which starts before any config is deployed, traces too and honours a client's traceparent.
+    PROFILE_MEMORY=1 turns on Serve's memray hook for every replica from start-up.
+    """
+    base = dict(os.environ if base is None else base)
+    env = {
+        **base,
+        **cluster.env,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.observability.tracing:span_processors",
+        "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
+        TRACE_DIR_ENV: str(trace_dir()),
+    }
+    if base.get("PROFILE_MEMORY", "") not in ("", "0"):
+        env["RAY_SERVE_ENABLE_MEMORY_PROFILING"] = "1"
+    return env
 
 
-def start(listen: Listen, cluster: Cluster, log: Path) -> None:
+def start(ops: OpsConfig, cluster: Cluster, log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        proc = subprocess.run(start_command(listen, cluster), env=head_env(cluster),
+        proc = subprocess.run(start_command(ops.listen, cluster), env=head_env(ops, cluster),
                               stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")

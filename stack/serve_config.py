@@ -72,6 +72,8 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
+        # JSON lines, each with Serve's request_id; stack.observability.logs adds the trace id.
+        "logging_config": {"encoding": "JSON", "log_level": "INFO", "enable_access_log": True},
         "applications": [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)],
     }
 

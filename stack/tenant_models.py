@@ -6,6 +6,7 @@ The header serve_multiplexed_model_id names the tenant; Serve routes to a replic
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import Header
@@ -13,12 +14,17 @@ from ray import serve
 from ray.serve.deployment import Deployment
 
 from stack.api_errors import ERROR_RESPONSES, ApiError
+from stack.config import load
 from stack.http_api import new_api
 from stack.models import TENANT_STORE
+from stack.observability.logs import install_trace_log_filter
+from stack.observability.metrics import metrics, outcome
+from stack.observability.tracing import span
 from stack.schemas import PredictRequest, PredictResponse, TenantId
 
 api = new_api("serveops /predict")
 HEADER = "serve_multiplexed_model_id"
+TENANTS = load().tenants
 
 
 def _scalar(value: Any) -> float | int | str:
@@ -31,11 +37,19 @@ def tenant_models(max_models: int) -> Deployment:
     @serve.deployment(name="TenantModels")
     @serve.ingress(api)
     class TenantModels:
+        def __init__(self) -> None:
+            install_trace_log_filter()
+
         @serve.multiplexed(max_num_models_per_replica=max_models)
         async def get_model(self, tenant: str) -> Any:
             import joblib
 
-            return await asyncio.to_thread(joblib.load, TENANT_STORE / f"{tenant}.joblib")
+            with span("model.load", **{"tenant.tier": TENANTS.tier(tenant)}):
+                try:
+                    return await asyncio.to_thread(joblib.load, TENANT_STORE / f"{tenant}.joblib")
+                except Exception:
+                    metrics().model_load_failures.inc(tags={"model_kind": "tenant"})
+                    raise
 
         @api.post("/", response_model=PredictResponse, responses=ERROR_RESPONSES)
         async def predict(
@@ -44,9 +58,27 @@ def tenant_models(max_models: int) -> Deployment:
             tenant: Annotated[TenantId, Header(alias=HEADER, convert_underscores=False,
                                                description="Tenant id; selects the model.")],
         ) -> PredictResponse:
+            tier, started, status = TENANTS.tier(tenant), time.perf_counter(), 500
+            try:
+                response = await self._predict(tenant, body)
+                status = 200
+                return response
+            except ApiError as err:
+                status = err.status
+                raise
+            finally:
+                m = metrics()
+                m.tenant_requests.inc(tags={"tier": tier, "outcome": outcome(status)})
+                m.tenant_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"tier": tier})
+
+        async def _predict(self, tenant: str, body: PredictRequest) -> PredictResponse:
             if not (TENANT_STORE / f"{tenant}.joblib").is_file():
                 raise ApiError(404, f"no model for tenant {tenant!r}", HEADER, "not_found")
-            model = await self.get_model(tenant)
+            try:
+                model = await self.get_model(tenant)
+            except Exception as err:
+                raise ApiError(503, f"the model for tenant {tenant!r} failed to load: {type(err).__name__}",
+                               HEADER, "model_load_failed") from err
             expected = int(model.n_features_in_)
             if len(body.features) != expected:
                 raise ApiError(422, f"features: this tenant's model takes {expected} features, "

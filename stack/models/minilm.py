@@ -16,8 +16,16 @@ MAX_SEQ_TOKENS = 256  # the model's trained limit
 @dataclass(frozen=True)
 class Encoded:
     vectors: list[list[float]]
-    real_tokens: int  # tokens of the texts themselves
+    tokens: list[int]  # tokens of each text
     padded_tokens: int  # tokens the batch actually computed (batch x longest)
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(self.tokens)
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
 def model_path() -> str:
@@ -50,6 +58,6 @@ class MiniLM:
         vectors = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
         return Encoded(
             vectors=vectors.cpu().tolist(),
-            real_tokens=int(batch["attention_mask"].sum()),
+            tokens=[int(n) for n in batch["attention_mask"].sum(1)],
             padded_tokens=int(batch["attention_mask"].numel()),
         )

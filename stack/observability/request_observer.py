@@ -1,0 +1,38 @@
+"""ASGI middleware on every serveops app: count each request's outcome, return its trace id."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stack.observability.metrics import metrics, outcome, route_label
+from stack.observability.tracing import TRACE_HEADER, current_trace_id
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The same dict travels in every copy of the scope, so api_errors.mark_error can fill it.
+        state = scope.setdefault("state", {})
+        trace_id = current_trace_id()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if trace_id:
+                    header = (TRACE_HEADER.encode(), trace_id.encode())
+                    message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            error_class = state.get("error_class") or ("none" if status < 400 else f"http_{status}")
+            metrics().requests.inc(tags={"route": route_label(scope["path"]), "outcome": outcome(status),
+                                         "error_class": error_class})

@@ -1,0 +1,75 @@
+"""`make traces TRACE_ID=<id>`: one trace's spans from the local JSON-lines sink, as a tree.
+
+Each line: trace id, indentation for depth, span name, duration, span and parent ids, attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from stack.observability.tracing import trace_dir
+
+
+def load_trace(trace_id: str, directory: Path) -> list[dict[str, Any]]:
+    spans = []
+    for path in sorted(directory.glob("*.jsonl")):
+        with path.open() as lines:
+            for line in lines:
+                if trace_id in line:
+                    record = json.loads(line)
+                    if record["trace_id"] == trace_id:
+                        spans.append(record)
+    return spans
+
+
+def as_tree(spans: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Depth-first, children by start time; a span whose parent is not in the sink is a root."""
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for s in spans:
+        children[s["parent_span_id"] if s["parent_span_id"] in ids else None].append(s)
+    ordered: list[tuple[int, dict[str, Any]]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for s in sorted(children[parent], key=lambda s: s["start_unix_ns"]):
+            ordered.append((depth, s))
+            walk(s["span_id"], depth + 1)
+
+    walk(None, 0)
+    return ordered
+
+
+# Ray repeats these on every span; the tree already says what they say.
+QUIET = ("resource.", "rpc.", "is_", "request_method", "request_route_path", "request_type", "call_method",
+         "http.method", "route")
+
+
+def render(depth: int, s: dict[str, Any]) -> str:
+    attrs = " ".join(f"{k}={v}" for k, v in sorted(s["attributes"].items())
+                     if v not in ("", None) and not k.startswith(QUIET))
+    return (f"{s['trace_id']} {'  ' * depth}{s['name']} {s['duration_ms']:.1f}ms "
+            f"span={s['span_id']} parent={s['parent_span_id'] or '-'} {attrs}").rstrip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("trace_id", help="32 hex digits, e.g. from a response's x-trace-id header")
+    parser.add_argument("--dir", type=Path, default=None, help="span sink directory")
+    args = parser.parse_args()
+    trace_id = args.trace_id.strip().lower()
+    spans = load_trace(trace_id, args.dir or trace_dir())
+    if not spans:
+        print(f"no spans for trace {trace_id} under {args.dir or trace_dir()}", file=sys.stderr)
+        return 1
+    for depth, s in as_tree(spans):
+        print(render(depth, s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

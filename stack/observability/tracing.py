@@ -1,0 +1,106 @@
+"""Spans: Ray Serve's own (proxy, routing, replica) plus ours, in one OpenTelemetry pipeline.
+
+`make up` sets RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH to span_processors below, so every Serve
+process (proxy and replicas) exports through it: a JSON-lines file per process under the trace
+directory (the default sink, read by `make traces`), and OTLP when the ops config names an
+endpoint (Tempo, Jaeger). Ray keeps the OpenTelemetry context current while it handles a request, so a
+span opened with span() nests under Ray's replica span, and a client's W3C traceparent is honoured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+TRACE_DIR_ENV = "SERVEOPS_TRACE_DIR"
+TRACE_HEADER = "x-trace-id"
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    start, end = span.start_time or 0, span.end_time or 0
+    return {
+        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(ctx.span_id, "016x"),
+        "parent_span_id": format(span.parent.span_id, "016x") if span.parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "start_unix_ns": start,
+        "duration_ms": round((end - start) / 1e6, 3),
+        "status": span.status.status_code.name,
+        "attributes": {k: v if isinstance(v, str | int | float | bool) else list(v)
+                       for k, v in (span.attributes or {}).items()},
+        "pid": os.getpid(),
+    }
+
+
+class JsonlSpanExporter(SpanExporter):
+    """One JSON object per span per line; line-buffered so `make traces` sees spans at once."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(json.dumps(span_record(s)) + "\n" for s in spans)
+        with self._lock:
+            if self._file.closed:
+                return SpanExportResult.FAILURE
+            self._file.write(lines)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def trace_dir() -> Path:
+    from stack import ROOT
+
+    return Path(os.environ.get(TRACE_DIR_ENV) or ROOT / ".run" / "traces")
+
+
+def span_processors() -> list[SpanProcessor]:
+    """Ray Serve's tracing exporter hook: takes no arguments, returns span processors."""
+    processors: list[SpanProcessor] = [
+        SimpleSpanProcessor(JsonlSpanExporter(trace_dir() / f"spans-{os.getpid()}.jsonl"))
+    ]
+    from stack.config import load
+
+    endpoint = load().observability.otlp_endpoint
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        processors.append(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return processors
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("serveops")
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
+    """A child of whatever span is current; a no-op span when tracing is off."""
+    with tracer().start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None

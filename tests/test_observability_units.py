@@ -1,0 +1,52 @@
+"""Units of the instrumentation that need no live stack."""
+
+from __future__ import annotations
+
+import sys
+
+from stack import daemons, ray_head
+from stack.config import load
+from stack.observability.metrics import outcome, route_label
+from stack.observability.traces_cli import as_tree, render
+
+
+def span(span_id: str, parent: str | None, name: str, start: int) -> dict:
+    return {"trace_id": "t" * 32, "span_id": span_id, "parent_span_id": parent, "name": name,
+            "start_unix_ns": start, "duration_ms": 1.0, "attributes": {"k": "v"}}
+
+
+def test_tree_orders_by_parent_then_start() -> None:
+    spans = [span("c", "a", "second-child", 3), span("a", "client", "root", 1),
+             span("b", "a", "first-child", 2), span("d", "b", "grandchild", 4)]
+    order = [(depth, s["name"]) for depth, s in as_tree(spans)]
+    assert order == [(0, "root"), (1, "first-child"), (2, "grandchild"), (1, "second-child")]
+    line = render(2, spans[3])
+    assert line.startswith("t" * 32 + "     grandchild") and "parent=b" in line
+
+
+def test_route_labels_are_bounded() -> None:
+    assert route_label("/embed/") == "/embed"
+    assert route_label("/v1/chat/completions") == "/v1/chat/completions"
+    assert route_label("/../../etc/passwd") == "other"
+    assert (outcome(200), outcome(422), outcome(503)) == ("ok", "client_error", "server_error")
+
+
+def test_head_env_wires_tracing_and_memory_profiling() -> None:
+    ops = load()
+    cluster = ops.profile("cpu").cluster
+    env = ray_head.head_env(ops, cluster, base={"PATH": "/bin"})
+    assert env["RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"] == "stack.observability.tracing:span_processors"
+    assert float(env["RAY_SERVE_TRACING_SAMPLING_RATIO"]) == ops.observability.tracing_sampling_ratio
+    assert "RAY_SERVE_ENABLE_MEMORY_PROFILING" not in env
+    profiled = ray_head.head_env(ops, cluster, base={"PROFILE_MEMORY": "1"})
+    assert profiled["RAY_SERVE_ENABLE_MEMORY_PROFILING"] == "1"
+
+
+def test_daemon_lifecycle(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(daemons, "RUN_DIR", tmp_path)
+    pid = daemons.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert daemons.pid_of("sleeper") == pid
+    assert daemons.start("sleeper", ["unused"]) == pid  # already running: not started twice
+    assert daemons.all_names() == ["sleeper"]
+    assert daemons.stop("sleeper")
+    assert daemons.pid_of("sleeper") is None and daemons.all_names() == []
