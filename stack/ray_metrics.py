@@ -29,3 +29,19 @@ def wait_for(metrics_url: str, predicate: Callable[[Samples], bool], timeout_s: 
         if predicate(samples) or time.monotonic() > deadline:
             return samples
         time.sleep(2)
+
+
+def wait_settled(metrics_url: str, value: Callable[[Samples], float], settle_s: float = 10,
+                 timeout_s: float = 90) -> float:
+    """Poll until a figure has moved and then held still for settle_s: Ray has exported it all."""
+    start = value(scrape(metrics_url))
+    deadline = time.monotonic() + timeout_s
+    last, since = start, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = value(scrape(metrics_url))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now != start and time.monotonic() - since >= settle_s:
+            break
+    return last
