@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, daemons, ray_head, serve_config, serve_deploy
+from stack import ROOT, daemons, monitoring, ray_head, serve_config, serve_deploy
 from stack.config import OpsConfig, load
 from stack.profile import select
 
@@ -31,6 +31,7 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
         ray_head.start(ops, profile.cluster, LOG_DIR / "ray-start.log")
 
+    monitoring.start(ops)
     start_gpu_exporter(ops)
     config = serve_config.effective(profile_name)
     RUN_DIR.mkdir(exist_ok=True)
@@ -59,6 +60,7 @@ def start_gpu_exporter(ops: OpsConfig) -> None:
     port = ops.listen.gpu_exporter_port
     daemons.start("gpu-exporter", [sys.executable, "-m", "stack.observability.gpu",
                                    "--host", ops.listen.host, "--port", str(port)])
+    monitoring.register_target("gpu", f"{ops.listen.host}:{port}")
     print(f"  GPU metrics    {ops.listen.url(port)}/metrics")
 
 
@@ -67,6 +69,9 @@ def print_urls(ops: OpsConfig) -> None:
     print(f"  OpenAI API     {listen.serve_url}/v1  (models, chat/completions, completions)")
     print(f"  Ray dashboard  {listen.dashboard_url}")
     print(f"  Ray metrics    {listen.metrics_url}/metrics")
+    print(f"  Prometheus     {listen.url(listen.prometheus_port)}")
+    print(f"  Alertmanager   {listen.url(listen.alertmanager_port)}")
+    print(f"  notifications  {monitoring.NOTIFICATIONS}")
     print("  stop with      make down")
 
 
@@ -101,7 +106,19 @@ def status(ops: OpsConfig) -> int:
     for r in rows:
         print(f"{r.app:<12} {r.app_status:<12} {r.deployment:<34} {r.status:<12} {r.running}/{r.target}"
               + (f"  {r.message[:80]}" if r.status != "HEALTHY" and r.message else ""))
-    return 0 if all(r.app_status == "RUNNING" for r in rows) else 1
+    healthy = all(r.app_status == "RUNNING" for r in rows)
+    try:
+        firing = monitoring.firing_alerts(ops)
+    except Exception as err:  # Prometheus down is itself worth saying, not a crash
+        print(f"Prometheus: not answering ({err})")
+        return 1
+    print(f"firing alerts: {len(firing) or 'none'}")
+    for alert in firing:
+        labels = alert["labels"]
+        summary = alert.get("annotations", {}).get("summary", "")
+        print(f"  {labels.get('alertname')} severity={labels.get('severity', '?')} "
+              f"since {alert.get('activeAt')}  {summary}")
+    return 0 if healthy else 1
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ class Listen(_Strict):
     prometheus_port: int
     alertmanager_port: int
     gpu_exporter_port: int
+    alert_receiver_port: int
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -188,6 +189,8 @@ class Tenants(_Strict):
 
 
 class Observability(_Strict):
+    scrape_interval_s: int = Field(gt=0)
+    evaluation_interval_s: int = Field(gt=0)
     tracing_sampling_ratio: float = Field(ge=0, le=1)
     otlp_endpoint: str | None = None
 

@@ -13,9 +13,12 @@ from stack.config import Cluster, Listen, OpsConfig
 from stack.observability.tracing import TRACE_DIR_ENV, trace_dir
 
 BIN = Path(sys.executable).parent
-# Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine.
+# Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine,
+# and the monitoring daemons serveops starts beside them.
 PROCESS_PATTERNS = ("gcs_server", "raylet", "ray::", "dashboard/agent.py", "dashboard/dashboard.py",
-                    "default_worker.py", "EngineCore", "log_monitor.py", "monitor.py --logs-dir")
+                    "default_worker.py", "EngineCore", "log_monitor.py", "monitor.py --logs-dir",
+                    "prometheus --config.file", "prometheus-alertmanager", "stack.alert_receiver",
+                    "stack.observability.gpu")
 
 
 def is_running(listen: Listen) -> bool:
