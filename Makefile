@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -37,3 +37,7 @@ traces: setup
 # memray on a live replica: make memprofile [DEPLOYMENT=Embedder] [SECONDS=10]
 memprofile: setup
 	@$(PY) -m stack.observability.memprofile --deployment $(or $(DEPLOYMENT),Embedder) --seconds $(or $(SECONDS),10)
+
+# Rule files from stack/ops.yaml, then promtool check rules and promtool test rules.
+alerts: setup
+	@$(PY) -m alerts.generate

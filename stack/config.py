@@ -193,6 +193,34 @@ class Observability(_Strict):
     evaluation_interval_s: int = Field(gt=0)
     tracing_sampling_ratio: float = Field(ge=0, le=1)
     otlp_endpoint: str | None = None
+    runbook_url_base: str
+
+
+class Alerting(_Strict):
+    queue_depth: float = Field(gt=0)
+    oscillation_changes_30m: int = Field(gt=0)
+    replica_rss_high_mb: float = Field(gt=0)
+    replica_rss_growth_mb_per_h: float = Field(gt=0)
+    llm_ttft_objective_s: float = Field(gt=0)
+    llm_ttft_slow_ratio: float = Field(gt=0, lt=1)
+    kv_cache_usage_ratio: float = Field(gt=0, le=1)
+    gpu_memory_ratio: float = Field(gt=0, le=1)
+
+
+class Slo(_Strict):
+    name: str
+    route: str
+    availability: float = Field(gt=0, lt=1)
+    latency_objective_ms: float = Field(gt=0)
+    latency_target: float = Field(gt=0, lt=1)
+
+    @property
+    def error_budget(self) -> float:
+        return 1 - self.availability
+
+    @property
+    def latency_budget(self) -> float:
+        return 1 - self.latency_target
 
 
 class OpsConfig(_Strict):
@@ -200,7 +228,20 @@ class OpsConfig(_Strict):
     api: ApiLimits
     tenants: Tenants
     observability: Observability
+    slos: list[Slo]
+    alerting: Alerting
+    latency_buckets_ms: list[float]
     profiles: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _objectives_are_buckets(self) -> OpsConfig:
+        # Between two boundaries, histogram_quantile interpolates and burn rates count the wrong requests.
+        off = [s.name for s in self.slos if s.latency_objective_ms not in self.latency_buckets_ms]
+        if off:
+            raise ValueError(f"latency objectives of {off} are not in latency_buckets_ms")
+        if sorted(self.latency_buckets_ms) != self.latency_buckets_ms:
+            raise ValueError("latency_buckets_ms must be ascending")
+        return self
 
     def profile(self, name: str) -> Profile:
         try:

@@ -65,6 +65,8 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
         "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.observability.tracing:span_processors",
         "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
         TRACE_DIR_ENV: str(trace_dir()),
+        # Latency objectives must be bucket boundaries (the ops config checks they are).
+        "RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS": ",".join(f"{b:g}" for b in ops.latency_buckets_ms),
     }
     if base.get("PROFILE_MEMORY", "") not in ("", "0"):
         env["RAY_SERVE_ENABLE_MEMORY_PROFILING"] = "1"

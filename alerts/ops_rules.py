@@ -1,0 +1,89 @@
+"""Operational alerts: replicas, autoscaling, queues, scrape targets, memory, the LLM engine, GPUs.
+
+Each expression reads metrics Ray 2.60, vLLM or our exporters really export (a live test checks
+every name). Thresholds come from `alerting:` in the ops config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.rule import alert
+from stack.config import OpsConfig
+
+DEP = "application, deployment"
+REPLICA_RSS = 'ray_component_rss_mb{Component=~"ray::ServeReplica.*"}'
+
+
+def new_series(metric: str, window: str) -> str:
+    """A counter rose within the window, or first appeared in it (a new series starts at its value,
+    which increase() cannot see)."""
+    return f"({metric} - ({metric} offset {window}) > 0)\nor\n({metric} unless ({metric} offset {window}))"
+
+
+def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
+    a = ops.alerting
+    return [
+        alert("ServeReplicaRestarts",
+              f"count by ({DEP}) (max_over_time(ray_serve_deployment_replica_starts_total[15m]))\n"
+              f"> on ({DEP})\nmax by ({DEP}) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))",
+              "0m", "warning", "Serve replaced replicas of a deployment.",
+              "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replicas ran in 15 minutes, "
+              "more than its target ever was: replicas crashed, failed health checks or were redeployed.",
+              base),
+        alert("ServeReplicaOOMKilled", new_series("ray_memory_manager_worker_eviction_total", "10m"),
+              "0m", "critical", "Ray's memory monitor killed a worker.",
+              "{{ $labels.Name }} was killed for memory within the last 10 minutes.", base),
+        alert("ServeReplicaUnhealthy", "ray_serve_deployment_replica_healthy == 0", "1m", "critical",
+              "A Serve replica fails its health check.",
+              "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} "
+              "has been unhealthy for a minute.", base),
+        alert("ServeDeploymentBelowTarget",
+              f"max by ({DEP}) (ray_serve_autoscaling_target_replicas)\n"
+              f"- on ({DEP})\n(sum by ({DEP}) (ray_serve_deployment_replica_healthy) or "
+              f"max by ({DEP}) (ray_serve_autoscaling_target_replicas) * 0)\n> 0",
+              "5m", "warning", "A deployment runs fewer healthy replicas than its target.",
+              "{{ $labels.application }}/{{ $labels.deployment }} is {{ $value }} replicas short "
+              "of its target.", base),
+        alert("ServeAutoscalerOscillation",
+              f"changes(ray_serve_autoscaling_target_replicas[30m]) >= {a.oscillation_changes_30m}",
+              "0m", "warning", "The autoscaler keeps changing a deployment's replica target.",
+              "{{ $labels.application }}/{{ $labels.deployment }}: the target changed {{ $value }} times "
+              "in 30 minutes.", base),
+        alert("ServeRequestQueueBuildup",
+              f"sum by ({DEP}) (ray_serve_deployment_queued_queries) > {a.queue_depth:g}",
+              "2m", "warning", "Requests queue up in front of a deployment.",
+              "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} requests waiting for "
+              "a replica.", base),
+        alert("RayMetricsTargetDown", 'up{job="ray"} == 0', "1m", "critical",
+              "Prometheus cannot scrape a Ray metrics endpoint.",
+              "{{ $labels.instance }} has not answered scrapes for a minute.", base),
+        alert("RayMetricsAbsent", 'absent(up{job="ray"})', "2m", "critical",
+              "Prometheus has no Ray metrics target at all.",
+              "No {{ $labels.job }} target in service discovery: the head is down, or Prometheus "
+              "cannot read Ray's service-discovery file.", base),
+        alert("ServeReplicaMemoryHigh", f"{REPLICA_RSS} > {a.replica_rss_high_mb:g}", "5m", "warning",
+              "A Serve replica's resident memory is high.",
+              "{{ $labels.Component }} (pid {{ $labels.pid }}) holds {{ $value | humanize }} MB.", base),
+        alert("ServeReplicaMemoryGrowing",
+              f"deriv({REPLICA_RSS}[30m]) * 3600 > {a.replica_rss_growth_mb_per_h:g}", "30m", "warning",
+              "A Serve replica's memory keeps growing.",
+              "{{ $labels.Component }} (pid {{ $labels.pid }}) grows by {{ $value | humanize }} MB "
+              "an hour.", base),
+        alert("LLMTimeToFirstTokenHigh",
+              f'1 - (\n  sum by (model_name) (rate(ray_vllm_time_to_first_token_seconds_bucket'
+              f'{{le="{a.llm_ttft_objective_s}"}}[5m]))\n  /\n'
+              f"  sum by (model_name) (rate(ray_vllm_time_to_first_token_seconds_count[5m]))\n)"
+              f" > {a.llm_ttft_slow_ratio:g}",
+              "5m", "warning", "Too many LLM requests wait long for their first token.",
+              f"{{{{ $labels.model_name }}}}: {{{{ $value | humanizePercentage }}}} of requests took over "
+              f"{a.llm_ttft_objective_s:g}s to the first token.", base),
+        alert("LLMKVCacheSaturated", f"ray_vllm_kv_cache_usage_perc > {a.kv_cache_usage_ratio:g}", "5m",
+              "warning", "The LLM engine's KV cache is nearly full.",
+              "{{ $labels.model_name }}: KV cache {{ $value | humanizePercentage }} used; requests will "
+              "queue or be preempted.", base),
+        alert("GPUMemoryHigh",
+              "serveops_gpu_memory_used_bytes / serveops_gpu_memory_total_bytes"
+              f" > {a.gpu_memory_ratio:g}", "10m", "warning", "A GPU's memory is nearly full.",
+              "GPU {{ $labels.gpu }} ({{ $labels.name }}) is {{ $value | humanizePercentage }} full.", base),
+    ]

@@ -1,0 +1,91 @@
+"""SLO rules: per-route error and slow-request ratios, and multiwindow multi-burn-rate alerts.
+
+The burn-rate pairs are the Google SRE workbook's: page when 2% of a 30-day budget burns in an
+hour (14.4x over 1h and 5m) or 5% in six hours (6x over 6h and 30m); open a ticket at 10% in a day
+(3x over 1d and 2h) or 10% in three days (1x over 3d and 6h). The short window makes the alert
+stop soon after the burn does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.rule import alert
+from stack.config import OpsConfig, Slo
+
+REQUESTS = "ray_serve_num_http_requests_total"
+LATENCY = "ray_serve_http_request_latency_ms"
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+@dataclass(frozen=True)
+class BurnRate:
+    severity: str
+    long: str
+    short: str
+    factor: float
+    for_: str
+
+
+BURN_RATES = (
+    BurnRate("critical", "1h", "5m", 14.4, "2m"),
+    BurnRate("critical", "6h", "30m", 6, "15m"),
+    BurnRate("warning", "1d", "2h", 3, "1h"),
+    BurnRate("warning", "3d", "6h", 1, "3h"),
+)
+
+
+def le_value(ms: float) -> str:
+    """Ray exports bucket bounds as floats ("500.0")."""
+    return f"{float(ms)}"
+
+
+def error_ratio(slo: Slo, window: str) -> str:
+    sel = f'route="{slo.route}"'
+    return (f'(sum(rate({REQUESTS}{{{sel},status_code=~"5.."}}[{window}])) or vector(0))\n'
+            f'/\nsum(rate({REQUESTS}{{{sel}}}[{window}]))')
+
+
+def slow_ratio(slo: Slo, window: str) -> str:
+    sel = f'route="{slo.route}"'
+    fast = f'{sel},le="{le_value(slo.latency_objective_ms)}"'
+    return (f"1 - (\n  sum(rate({LATENCY}_bucket{{{fast}}}[{window}]))\n"
+            f"  /\n  sum(rate({LATENCY}_count{{{sel}}}[{window}]))\n)")
+
+
+def recording_rules(ops: OpsConfig) -> list[dict[str, Any]]:
+    rules = []
+    for slo in ops.slos:
+        labels = {"slo": slo.name, "route": slo.route}
+        for window in WINDOWS:
+            for record, expr in (("slo_errors", error_ratio), ("slo_slow", slow_ratio)):
+                rules.append({"record": f"serveops:{record}:ratio_rate{window}", "expr": expr(slo, window),
+                              "labels": labels})
+    return rules
+
+
+def _burn_alert(name: str, record: str, kind: str, slo: Slo, budget: float, burn: BurnRate,
+                runbook_url_base: str) -> dict[str, Any]:
+    threshold = burn.factor * budget
+    sel = f'{{slo="{slo.name}"}}'
+    return alert(
+        name,
+        f"{record}{burn.long}{sel} > {threshold:g}\nand\n{record}{burn.short}{sel} > {threshold:g}",
+        burn.for_, burn.severity,
+        f"A route is burning its {kind} budget too fast.",
+        f"{{{{ $labels.route }}}}: {kind} ratio over {burn.long} is {{{{ $value | humanizePercentage }}}}, "
+        f"above {burn.factor:g}x the budget of {budget:.3%}.",
+        runbook_url_base, slo=slo.name, route=slo.route, long_window=burn.long, short_window=burn.short,
+    )
+
+
+def alerting_rules(ops: OpsConfig, runbook_url_base: str) -> list[dict[str, Any]]:
+    rules = []
+    for slo in ops.slos:
+        for burn in BURN_RATES:
+            rules.append(_burn_alert("ServeErrorBudgetBurn", "serveops:slo_errors:ratio_rate", "error",
+                                     slo, slo.error_budget, burn, runbook_url_base))
+            rules.append(_burn_alert("ServeLatencyBudgetBurn", "serveops:slo_slow:ratio_rate", "latency",
+                                     slo, slo.latency_budget, burn, runbook_url_base))
+    return rules
