@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -41,3 +41,7 @@ memprofile: setup
 # Rule files from stack/ops.yaml, then promtool check rules and promtool test rules.
 alerts: setup
 	@$(PY) -m alerts.generate
+
+# Grafana dashboards (JSON, provisioning, ConfigMaps) from the specs in dashboards/catalog.py.
+dashboards: setup
+	@$(PY) -m dashboards.generate

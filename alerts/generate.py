@@ -1,6 +1,7 @@
 """`make alerts`: generate the rule files from stack/ops.yaml, then promtool check and test them.
 
-Output: alerts/serveops.rules.yaml, committed; `--check` fails when it drifts from this generator.
+Output: alerts/serveops.rules.yaml and its Kubernetes form, a PrometheusRule in alerts/k8s/; both
+committed, and `--check` fails when either drifts from this generator.
 Every alert links its runbook, runbooks/<AlertName>.md; a stub is written where none exists yet.
 """
 
@@ -21,6 +22,7 @@ ALERTS_DIR = ROOT / "alerts"
 RULES_FILE = ALERTS_DIR / "serveops.rules.yaml"
 TESTS_DIR = ALERTS_DIR / "tests"
 RUNBOOKS_DIR = ROOT / "runbooks"
+K8S_RULE = ALERTS_DIR / "k8s" / "serveops-prometheusrule.yaml"
 HEADER = "# Generated from stack/ops.yaml by `make alerts` (alerts/generate.py). Do not edit.\n"
 
 
@@ -37,6 +39,15 @@ def render(ops: OpsConfig) -> str:
     return HEADER + yaml.safe_dump({"groups": groups(ops)}, sort_keys=False, width=120)
 
 
+def prometheus_rule(ops: OpsConfig) -> str:
+    """The same groups as a prometheus-operator PrometheusRule."""
+    cr = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+          "metadata": {"name": "serveops", "labels": {"app.kubernetes.io/name": "serveops",
+                                                       "app.kubernetes.io/part-of": "serveops"}},
+          "spec": {"groups": groups(ops)}}
+    return HEADER + yaml.safe_dump(cr, sort_keys=False, width=120)
+
+
 def alert_names(ops: OpsConfig) -> list[str]:
     return sorted({r["alert"] for g in groups(ops) for r in g["rules"] if "alert" in r})
 
@@ -49,6 +60,17 @@ def write_runbook_stubs(names: list[str]) -> None:
                             "runbooks issue (#7).\n")
 
 
+def reload_prometheus(ops: OpsConfig) -> None:
+    """A running local Prometheus picks the new rules up at once (it runs with --web.enable-lifecycle)."""
+    import httpx
+
+    try:
+        httpx.post(f"{ops.listen.url(ops.listen.prometheus_port)}/-/reload", timeout=5)
+        print("reloaded the local Prometheus")
+    except httpx.HTTPError:
+        pass  # not running: it loads the rules when `make up` starts it
+
+
 def promtool(*args: str) -> int:
     return subprocess.run(["promtool", *args], cwd=ALERTS_DIR).returncode
 
@@ -58,15 +80,19 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed rules drifted")
     args = parser.parse_args()
     ops = load()
-    text = render(ops)
+    outputs = {RULES_FILE: render(ops), K8S_RULE: prometheus_rule(ops)}
     if args.check:
-        if not RULES_FILE.exists() or RULES_FILE.read_text() != text:
-            print(f"{RULES_FILE.relative_to(ROOT)} drifted; run `make alerts`", file=sys.stderr)
+        stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+        if stale:
+            print(f"drifted, run `make alerts`: {[str(p.relative_to(ROOT)) for p in stale]}", file=sys.stderr)
             return 1
     else:
-        RULES_FILE.write_text(text)
+        for path, text in outputs.items():
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
         write_runbook_stubs(alert_names(ops))
         print(f"wrote {RULES_FILE.relative_to(ROOT)}: {len(alert_names(ops))} alerts")
+        reload_prometheus(ops)
     tests = sorted(str(p.relative_to(ALERTS_DIR)) for p in TESTS_DIR.glob("*.yaml"))
     if promtool("check", "rules", RULES_FILE.name) != 0:
         return 1

@@ -24,9 +24,12 @@ def new_series(metric: str, window: str) -> str:
 def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
     a = ops.alerting
     return [
+        # Per Ray session: a fresh cluster's replicas are not replacements of the last one's.
         alert("ServeReplicaRestarts",
-              f"count by ({DEP}) (max_over_time(ray_serve_deployment_replica_starts_total[15m]))\n"
-              f"> on ({DEP})\nmax by ({DEP}) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))",
+              f"count by ({DEP}, SessionName)\n"
+              f"  (max_over_time(ray_serve_deployment_replica_starts_total[15m]))\n"
+              f"> on ({DEP}, SessionName)\n"
+              f"max by ({DEP}, SessionName) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))",
               "0m", "warning", "Serve replaced replicas of a deployment.",
               "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replicas ran in 15 minutes, "
               "more than its target ever was: replicas crashed, failed health checks or were redeployed.",

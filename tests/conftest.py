@@ -16,6 +16,11 @@ from stack.config import OpsConfig, load
 from stack.profile import select
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the clean-load checks first, before any test injects a fault or a 5xx."""
+    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_clean_load") else 1)
+
+
 @pytest.fixture(scope="session")
 def ops() -> OpsConfig:
     return load()

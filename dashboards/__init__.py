@@ -1,0 +1,1 @@
+"""Grafana dashboards generated in Python (grafana-foundation-sdk) from stack/ops.yaml."""
