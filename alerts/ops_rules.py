@@ -13,6 +13,7 @@ from stack.config import OpsConfig
 
 DEP = "application, deployment"
 REPLICA_RSS = 'ray_component_rss_mb{Component=~"ray::ServeReplica.*"}'
+GCS_RPCS = 'ray_grpc_server_req_finished_total{Component="gcs_server"}'
 
 
 def new_series(metric: str, window: str) -> str:
@@ -65,6 +66,17 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "Prometheus has no Ray metrics target at all.",
               "No {{ $labels.job }} target in service discovery: the head is down, or Prometheus "
               "cannot read Ray's service-discovery file.", base),
+        # The GCS answers raylets' heartbeats and resource reports all the time; silence means it is
+        # stopped, partitioned or gone.
+        alert("RayGCSUnreachable",
+              f"sum(rate({GCS_RPCS}[1m])) == 0\nor\nabsent({GCS_RPCS})", "1m", "critical",
+              "The Ray head's GCS answers no requests.",
+              "GCS request rate {{ $value }}/s for a minute: the head or its GCS is down, stopped or "
+              "cut off; Serve keeps serving, but nothing can be deployed, scaled or recovered.", base),
+        alert("RayNodeMemoryHigh", f"ray_node_mem_used / ray_node_mem_total > {a.node_memory_ratio:g}", "5m",
+              "warning", "A Ray node's memory is nearly full.",
+              "{{ $labels.instance }} uses {{ $value | humanizePercentage }} of its memory; Ray's memory "
+              "monitor kills workers from 95%.", base),
         alert("ServeReplicaMemoryHigh", f"{REPLICA_RSS} > {a.replica_rss_high_mb:g}", "5m", "warning",
               "A Serve replica's resident memory is high.",
               "{{ $labels.Component }} (pid {{ $labels.pid }}) holds {{ $value | humanize }} MB.", base),

@@ -82,9 +82,15 @@ def down(ops: OpsConfig) -> int:
             serve_deploy.delete_all(listen.dashboard_url)
         except Exception as err:  # a broken Serve must not stop us stopping Ray
             print(f"serve shutdown: {err}; stopping Ray anyway", file=sys.stderr)
+    left = ray_head.stop()
+    if daemons.pid_of("prometheus"):
+        # One more scrape of the stopped targets, so Prometheus marks their series stale instead of
+        # keeping the last samples "current" for the next `make up` (a replica's healthy=0 from
+        # shutdown would otherwise page as ServeReplicaUnhealthy for five minutes).
+        time.sleep(2 * ops.observability.scrape_interval_s + 1)
     for name in daemons.all_names():
         daemons.stop(name)
-    left = ray_head.stop()
+    left = ray_head.leftover_processes()
     if left:
         print("still running after `ray stop --force`:\n  " + "\n  ".join(left), file=sys.stderr)
         return 1

@@ -200,6 +200,7 @@ class Alerting(_Strict):
     queue_depth: float = Field(gt=0)
     oscillation_changes_30m: int = Field(gt=0)
     replica_rss_high_mb: float = Field(gt=0)
+    node_memory_ratio: float = Field(gt=0, lt=1)
     replica_rss_growth_mb_per_h: float = Field(gt=0)
     llm_ttft_objective_s: float = Field(gt=0)
     llm_ttft_slow_ratio: float = Field(gt=0, lt=1)

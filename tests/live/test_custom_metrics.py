@@ -81,5 +81,7 @@ def test_tenants_become_tiers(after_traffic: ray_metrics.Samples) -> None:
 
 def test_vllm_engine_metrics_exported(after_traffic: ray_metrics.Samples) -> None:
     names = {n for n, _, _ in after_traffic}
-    for family in ("ray_vllm_time_to_first_token_seconds_count", "ray_vllm_num_requests_running"):
+    # Counters and histograms; vLLM's gauges (running, waiting, KV cache) are refreshed only while the
+    # engine works, so the clean-load test checks those under load.
+    for family in ("ray_vllm_time_to_first_token_seconds_count", "ray_vllm_generation_tokens_total"):
         assert family in names, sorted(n for n in names if n.startswith("ray_vllm"))[:20]
