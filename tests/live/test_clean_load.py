@@ -32,8 +32,9 @@ def mixed_load(base: str, model: str, stop: threading.Event) -> tuple[list[int],
         ("/embed", {"text": "clean load"}, {}),
         ("/embed", {"text": ["one text", "and another, longer text"]}, {}),
         ("/classify", {"text": "A calm and healthy service."}, {}),
-        ("/predict", {"features": [0.1] * 8}, {"serve_multiplexed_model_id": "acme"}),
-        ("/predict", {"features": [0.1] * 8}, {"serve_multiplexed_model_id": "initech"}),
+        # Four tenants for a cache of three: LRU evictions are part of a normal day.
+        *(("/predict", {"features": [0.1] * 8}, {"serve_multiplexed_model_id": t})
+          for t in ("acme", "globex", "initech", "umbrella")),
         ("/v1/completions", {"model": model, "prompt": "hello", "max_tokens": 8}, {}),
         ("/v1/chat/completions", {"model": model, "stream": True, "max_tokens": 8,
                                   "messages": [{"role": "user", "content": "hi"}]}, {}),
