@@ -13,7 +13,7 @@ from stack import ROOT, daemons, monitoring, ray_head, serve_config, serve_deplo
 from stack.config import OpsConfig, load
 from stack.profile import select
 
-RUN_DIR = ROOT / ".run"
+RUN_DIR = daemons.RUN_DIR
 LOG_DIR = RUN_DIR / "logs"
 DEPLOYED_CONFIG = RUN_DIR / "serve-config.yaml"
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
@@ -25,7 +25,7 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
     listen = ops.listen
     if ray_head.is_running(listen):
         print(f"Ray head already running at {listen.gcs_address}; redeploying")
-        if os.environ.get("PROFILE_MEMORY", "") not in ("", "0"):
+        if ray_head.memory_profiling_requested(os.environ):
             print("PROFILE_MEMORY=1 takes effect on a fresh head: run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")

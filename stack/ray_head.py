@@ -50,6 +50,10 @@ def start_command(listen: Listen, cluster: Cluster) -> list[str]:
     return cmd
 
 
+def memory_profiling_requested(env: dict[str, str] | os._Environ) -> bool:
+    return env.get("PROFILE_MEMORY", "") not in ("", "0")
+
+
 def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = None) -> dict[str, str]:
     """Workers inherit the raylet's environment: engine settings and tracing set here reach every replica.
 
@@ -68,7 +72,7 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
         # Latency objectives must be bucket boundaries (the ops config checks they are).
         "RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS": ",".join(f"{b:g}" for b in ops.latency_buckets_ms),
     }
-    if base.get("PROFILE_MEMORY", "") not in ("", "0"):
+    if memory_profiling_requested(base):
         env["RAY_SERVE_ENABLE_MEMORY_PROFILING"] = "1"
     return env
 
