@@ -82,7 +82,7 @@ def down(ops: OpsConfig) -> int:
             serve_deploy.delete_all(listen.dashboard_url)
         except Exception as err:  # a broken Serve must not stop us stopping Ray
             print(f"serve shutdown: {err}; stopping Ray anyway", file=sys.stderr)
-    left = ray_head.stop()
+    ray_head.stop()
     if daemons.pid_of("prometheus"):
         # One more scrape of the stopped targets, so Prometheus marks their series stale instead of
         # keeping the last samples "current" for the next `make up` (a replica's healthy=0 from

@@ -107,8 +107,13 @@ def start(ops: OpsConfig) -> None:
     wait_ready(f"{listen.url(listen.alert_receiver_port)}/")
 
 
+def api(ops: OpsConfig, path: str, **params: str) -> Any:
+    """The `data` of a Prometheus HTTP API answer, e.g. api(ops, "/api/v1/query", query="up")."""
+    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}{path}", params=params, timeout=30)
+    r.raise_for_status()
+    return r.json()["data"]
+
+
 def firing_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
     """Alerts Prometheus holds as firing (not pending)."""
-    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}/api/v1/alerts", timeout=10)
-    r.raise_for_status()
-    return [a for a in r.json()["data"]["alerts"] if a.get("state") == "firing"]
+    return [a for a in api(ops, "/api/v1/alerts")["alerts"] if a.get("state") == "firing"]

@@ -101,8 +101,8 @@ def leftover_processes() -> list[str]:
     return found
 
 
-def stop(grace_s: float = 30) -> list[str]:
-    """`ray stop`, forcefully if needed; returns whatever still runs afterwards."""
+def stop(grace_s: float = 30) -> None:
+    """`ray stop`, forcefully if needed; leftover_processes() says what, if anything, survived."""
     subprocess.run([str(BIN / "ray"), "stop", f"--grace-period={int(grace_s)}"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
@@ -112,4 +112,3 @@ def stop(grace_s: float = 30) -> list[str]:
         subprocess.run([str(BIN / "ray"), "stop", "--force"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-    return leftover_processes()

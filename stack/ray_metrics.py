@@ -8,6 +8,8 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from stack.polling import eventually
+
 Samples = list[tuple[str, dict[str, str], float]]
 
 
@@ -23,12 +25,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 def wait_for(metrics_url: str, predicate: Callable[[Samples], bool], timeout_s: float = 60) -> Samples:
     """Poll until predicate holds; Ray reports metrics every few seconds, not per request."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        samples = scrape(metrics_url)
-        if predicate(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(2)
+    last: Samples = []
+
+    def check() -> bool:
+        nonlocal last
+        last = scrape(metrics_url)
+        return predicate(last)
+
+    eventually(check, timeout_s, every_s=2)
+    return last
 
 
 def wait_settled(metrics_url: str, value: Callable[[Samples], float], settle_s: float = 10,

@@ -70,9 +70,9 @@ class JsonlSpanExporter(SpanExporter):
 
 
 def trace_dir() -> Path:
-    from stack import ROOT
+    from stack.daemons import RUN_DIR
 
-    return Path(os.environ.get(TRACE_DIR_ENV) or ROOT / ".run" / "traces")
+    return Path(os.environ.get(TRACE_DIR_ENV) or RUN_DIR / "traces")
 
 
 def span_processors() -> list[SpanProcessor]:

@@ -18,6 +18,7 @@ from alerts import generate as alert_rules
 from dashboards.catalog import all_dashboards
 from dashboards.spec import EVENT_ONLY_METRICS
 from stack.config import OpsConfig, load
+from stack.monitoring import api as prom
 
 pytestmark = pytest.mark.live
 LOAD_S = 40
@@ -50,12 +51,6 @@ def mixed_load(base: str, model: str, stop: threading.Event) -> tuple[list[int],
     for t in threads:
         t.start()
     return statuses, threads
-
-
-def prom(ops: OpsConfig, path: str, **params) -> dict:
-    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}{path}", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()["data"]
 
 
 @pytest.fixture(scope="module")

@@ -6,31 +6,19 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from stack import ROOT, monitoring
 from stack.config import OpsConfig
+from stack.polling import eventually
 
 pytestmark = pytest.mark.live
 
 
 def query(ops: OpsConfig, promql: str) -> list[dict]:
-    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}/api/v1/query", params={"query": promql},
-                  timeout=10)
-    r.raise_for_status()
-    return r.json()["data"]["result"]
-
-
-def eventually(fn, timeout_s: float = 90, every_s: float = 2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every_s)
+    return monitoring.api(ops, "/api/v1/query", query=promql)["result"]
 
 
 def test_prometheus_scrapes_ray_on_loopback(live_stack: OpsConfig) -> None:

@@ -20,19 +20,29 @@ def test_lru_eviction_shows_in_metrics(http: httpx.Client, live_stack: OpsConfig
     cap = live_stack.profile(select()).deployment("predict", "TenantModels").max_num_models_per_replica
     ids = sorted(tenants.TENANTS)
     assert cap is not None and len(ids) > cap
-    before = ray_metrics.scrape(metrics_url)
-    loads0 = ray_metrics.total(before, LOADS, **PREDICT)
-    unloads0 = ray_metrics.total(before, UNLOADS, **PREDICT)
-    for _ in range(2):  # cycling more tenants than the cache holds misses every time
+
+    def cycle() -> None:
         for tenant in ids:
             r = http.post("/predict", json={"features": [1.0] * tenants.N_FEATURES},
                           headers={"serve_multiplexed_model_id": tenant})
             assert r.status_code == 200, r.text
-    expected_loads = 2 * len(ids)
-    after = ray_metrics.wait_for(
-        metrics_url, lambda s: ray_metrics.total(s, LOADS, **PREDICT) - loads0 >= expected_loads)
+
+    # Whatever the cache holds now, after one full cycle it holds the last `cap` tenants; from then
+    # on, cycling more tenants than it holds misses (and evicts) on every request.
+    cycle()  # it loads at least len(ids) - cap models, so the baseline moves before it settles
+    loads0 = ray_metrics.wait_settled(metrics_url, lambda s: ray_metrics.total(s, LOADS, **PREDICT))
+    unloads0 = ray_metrics.total(ray_metrics.scrape(metrics_url), UNLOADS, **PREDICT)
+    cycle()
+    expected_loads = len(ids)
+
+    def settled(s: ray_metrics.Samples) -> bool:  # counters and the gauge are exported separately
+        return (ray_metrics.total(s, LOADS, **PREDICT) - loads0 >= expected_loads
+                and ray_metrics.total(s, UNLOADS, **PREDICT) - unloads0 >= expected_loads
+                and ray_metrics.total(s, "ray_serve_num_multiplexed_models", **PREDICT) == cap)
+
+    after = ray_metrics.wait_for(metrics_url, settled)
     assert ray_metrics.total(after, LOADS, **PREDICT) - loads0 >= expected_loads
-    assert ray_metrics.total(after, UNLOADS, **PREDICT) - unloads0 >= expected_loads - cap
+    assert ray_metrics.total(after, UNLOADS, **PREDICT) - unloads0 >= expected_loads
     assert ray_metrics.total(after, "ray_serve_num_multiplexed_models", **PREDICT) == cap
 
 

@@ -6,7 +6,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from stack import ROOT, serve_deploy
 from stack.cluster import RAY_LOGS
 from stack.observability.traces_cli import load_trace
 from stack.observability.tracing import TRACE_HEADER, trace_dir
+from stack.polling import eventually
 
 pytestmark = pytest.mark.live
 
@@ -28,13 +28,12 @@ def traced_post(http: httpx.Client, path: str, body: dict) -> tuple[str, str, ht
 
 def spans_of(trace_id: str, want: set[str], timeout_s: float = 30) -> list[dict]:
     """The trace's spans, once a span whose name starts with each wanted prefix is in the sink."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def complete() -> list[dict]:
         spans = load_trace(trace_id, trace_dir())
         names = [s["name"] for s in spans]
-        if all(any(n.startswith(w) for n in names) for w in want) or time.monotonic() > deadline:
-            return spans
-        time.sleep(1)
+        return spans if all(any(n.startswith(w) for n in names) for w in want) else []
+
+    return eventually(complete, timeout_s) or load_trace(trace_id, trace_dir())
 
 
 def test_classify_trace(http: httpx.Client) -> None:
@@ -93,12 +92,7 @@ def test_request_logs_carry_request_and_trace_ids(http: httpx.Client, live_stack
     replica = details["applications"]["classify"]["deployments"]["Pipeline"]["replicas"][0]
     # Serve gives the path relative to the session's logs directory.
     log_path = str(RAY_LOGS) + replica["log_file_path"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in open(log_path) if request_id in line]
-        if lines:
-            break
-        time.sleep(1)
+    lines = eventually(lambda: [json.loads(line) for line in open(log_path) if request_id in line], 30)
     assert lines, f"no log line with request_id {request_id} in {log_path}"
     for line in lines:
         assert line["request_id"] == request_id and line["trace_id"] == trace_id
