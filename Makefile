@@ -17,7 +17,7 @@ status:
 	@$(PY) -m stack.cluster status
 
 loadtest: setup
-	@$(PY) -m loadtests.quick
+	@$(PY) -m loadtests.run
 
 # Regenerate the committed Serve configs from stack/ops.yaml.
 serve-config: setup

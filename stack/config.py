@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stack import ROOT
 
 OPS_PATH = ROOT / "stack" / "ops.yaml"
+# Points load() at another ops config, e.g. a copy with a tighter SLO.
+OPS_PATH_ENV = "SERVEOPS_CONFIG"
 
 
 class _Strict(BaseModel):
@@ -224,6 +227,38 @@ class Slo(_Strict):
         return 1 - self.latency_target
 
 
+# Load-test tasks, one per route (embed twice: one text and a list).
+LoadTask = Literal["chat", "completions", "embed", "embed_batch", "classify", "predict"]
+Shape = Literal["steady", "step", "spike", "oscillation", "rate"]
+
+
+class LoadTest(_Strict):
+    """Defaults of `make loadtest`; SHAPE, USERS, DURATION, RATE and WEIGHTS override them."""
+
+    shape: Shape
+    users: int = Field(ge=1)
+    spawn_rate: float = Field(gt=0)
+    duration_s: float = Field(gt=0)
+    think_time_s: tuple[float, float]
+    rate_per_s: float = Field(gt=0)
+    oscillation_period_s: float = Field(gt=0)
+    weights: dict[LoadTask, int]
+    max_tokens: int = Field(ge=2)
+    embed_batch_texts: int = Field(ge=2)
+    tenant_zipf_exponent: float = Field(ge=0)
+    locust_cpu_warn_percent: float = Field(gt=0, le=100)
+    plot_window_s: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _sane(self) -> LoadTest:
+        low, high = self.think_time_s
+        if not 0 <= low <= high:
+            raise ValueError("think_time_s must be [low, high] with 0 <= low <= high")
+        if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+            raise ValueError("weights must be >= 0 and at least one > 0")
+        return self
+
+
 class OpsConfig(_Strict):
     listen: Listen
     api: ApiLimits
@@ -232,6 +267,7 @@ class OpsConfig(_Strict):
     slos: list[Slo]
     alerting: Alerting
     latency_buckets_ms: list[float]
+    loadtest: LoadTest
     profiles: dict[str, Profile]
 
     @model_validator(mode="after")
@@ -243,6 +279,9 @@ class OpsConfig(_Strict):
         if sorted(self.latency_buckets_ms) != self.latency_buckets_ms:
             raise ValueError("latency_buckets_ms must be ascending")
         return self
+
+    def slo_for(self, route: str) -> Slo | None:
+        return next((s for s in self.slos if s.route == route), None)
 
     def profile(self, name: str) -> Profile:
         try:
@@ -257,5 +296,5 @@ def parse(path: Path) -> OpsConfig:
 
 @functools.cache
 def load() -> OpsConfig:
-    """The project's ops config, parsed once per process."""
-    return parse(OPS_PATH)
+    """The project's ops config ($SERVEOPS_CONFIG when set), parsed once per process."""
+    return parse(Path(os.environ.get(OPS_PATH_ENV) or OPS_PATH))

@@ -1,0 +1,196 @@
+"""Locust users for every route of the stack, and the load shape of the run.
+
+`make loadtest` runs this headless; `locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`
+opens the web UI with the same settings. SHAPE, USERS, DURATION, RATE and WEIGHTS override
+the ops config's `loadtest` section. With LOADTEST_OUT set, every request is also written to
+$LOADTEST_OUT/samples.json, with the load generator's CPU use, for the report and the SLO gate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from locust import FastHttpUser, LoadTestShape, between, constant_throughput, events
+from locust.env import Environment
+
+from loadtests import routes
+from loadtests.settings import resolve
+from loadtests.shapes import at
+from stack.config import load
+from stack.models.tenants import N_FEATURES, TENANTS
+from stack.profile import select
+
+OPS = load()
+SETTINGS = resolve(OPS)
+MODEL = os.environ.get("LLM_MODEL_ID") or OPS.profile(select()).llm.models[0].model_id
+
+TEXTS = (
+    "The replicas recovered quickly after the deploy.",
+    "Latency doubled during the traffic spike and users noticed.",
+    "This dashboard makes the on-call shift much calmer.",
+    "The rollout failed and we had to roll back by hand.",
+    "Batching raised throughput without hurting tail latency.",
+    "Our error budget is almost gone for this month.",
+    "The model answered every question correctly.",
+    "Memory kept growing until the worker was killed.",
+)
+PROMPTS = ("Explain how replicas scale.", "Write a short note about queues.", "What is an error budget?")
+TENANT_IDS = list(TENANTS)  # rank order: the first tenant is the most popular
+TENANT_WEIGHTS = [1 / (rank + 1) ** SETTINGS.tenant_zipf_exponent for rank in range(len(TENANT_IDS))]
+
+
+def _wait_time():
+    if SETTINGS.rate_per_s is not None:  # constant arrival rate across all users
+        return constant_throughput(SETTINGS.rate_per_s / SETTINGS.users)
+    return between(*SETTINGS.think_time_s)
+
+
+def _llm_body(**fields: Any) -> dict[str, Any]:
+    # ignore_eos: every answer is max_tokens long, so runs compare like with like (as vllm bench does)
+    return {"model": MODEL, "max_tokens": SETTINGS.max_tokens, "ignore_eos": True, "temperature": 0, **fields}
+
+
+def _sse_events(resp) -> Any:
+    """JSON events of a server-sent-event stream, each as soon as its line arrives."""
+    raw = resp._response  # geventhttpclient: readline returns per line; iter_content waits for 1 KiB
+    while line := raw.readline(b"\n"):
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        if line == b"data: [DONE]":
+            yield "[DONE]"
+            return
+        yield json.loads(line[6:])
+
+
+class StackUser(FastHttpUser):
+    wait_time = _wait_time()
+
+    def _fire(self, name: str, ms: float) -> None:
+        self.environment.events.request.fire(request_type=routes.LLM_TYPE, name=name, response_time=ms,
+                                             response_length=0, exception=None, context={})
+
+    def chat(self) -> None:
+        entry = routes.ENTRIES["chat"]
+        body = _llm_body(messages=[{"role": "user", "content": random.choice(PROMPTS)}], stream=True,
+                         stream_options={"include_usage": True})
+        start = time.perf_counter()
+        with self.client.post(entry.route, json=body, name=entry.name, stream=True, catch_response=True,
+                              context={"output_tokens": 0}) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
+                return
+            stamps, done, tokens = [], False, 0
+            for event in _sse_events(resp):
+                if event == "[DONE]":
+                    done = True
+                elif "error" in event:
+                    resp.failure(f"stream error: {event['error']}")
+                    return
+                else:
+                    if event.get("choices") and event["choices"][0]["delta"].get("content"):
+                        stamps.append(time.perf_counter())
+                    if event.get("usage"):
+                        tokens = event["usage"]["completion_tokens"]
+            end = time.perf_counter()
+            resp.request_meta["response_time"] = (end - start) * 1000  # the whole stream, not the headers
+            resp.request_meta["context"]["output_tokens"] = tokens = tokens or len(stamps)
+            if not done or not stamps:
+                resp.failure("stream ended without content and [DONE]")
+                return
+            resp.success()
+        self._fire(routes.TTFT, (stamps[0] - start) * 1000)
+        for a, b in itertools.pairwise(stamps):
+            self._fire(routes.ITL, (b - a) * 1000)
+        if tokens > 1:
+            self._fire(routes.TPOT, (end - stamps[0]) * 1000 / (tokens - 1))
+
+    def completions(self) -> None:
+        entry = routes.ENTRIES["completions"]
+        with self.client.post(entry.route, json=_llm_body(prompt=random.choice(PROMPTS)), name=entry.name,
+                              catch_response=True, context={"output_tokens": 0}) as resp:
+            if resp.status_code == 200:
+                resp.request_meta["context"]["output_tokens"] = resp.json()["usage"]["completion_tokens"]
+
+    def embed(self) -> None:
+        entry = routes.ENTRIES["embed"]
+        self.client.post(entry.route, json={"text": random.choice(TEXTS)}, name=entry.name)
+
+    def embed_batch(self) -> None:
+        entry = routes.ENTRIES["embed_batch"]
+        texts = random.choices(TEXTS, k=SETTINGS.embed_batch_texts)
+        self.client.post(entry.route, json={"text": texts}, name=entry.name)
+
+    def classify(self) -> None:
+        entry = routes.ENTRIES["classify"]
+        self.client.post(entry.route, json={"text": random.choice(TEXTS)}, name=entry.name)
+
+    def predict(self) -> None:
+        entry = routes.ENTRIES["predict"]
+        tenant = random.choices(TENANT_IDS, weights=TENANT_WEIGHTS)[0]
+        features = [round(random.uniform(-1, 1), 4) for _ in range(N_FEATURES)]
+        self.client.post(entry.route, json={"features": features}, name=entry.name,
+                         headers={"serve_multiplexed_model_id": tenant})
+
+
+StackUser.tasks = {getattr(StackUser, task): SETTINGS.weights[task] for task in SETTINGS.enabled_tasks}
+
+
+class ConfiguredShape(LoadTestShape):
+    """SHAPE from the settings; the run ends when the last stage does."""
+
+    stages = SETTINGS.stages
+
+    def tick(self) -> tuple[int, float] | None:
+        stage = at(self.stages, self.get_run_time())
+        return None if stage is None else (stage.users, stage.spawn_rate)
+
+
+# --- the per-request record behind the report and the SLO gate ---
+
+_samples: list[list[Any]] = []
+_cpu: list[list[float]] = []
+_window: dict[str, float] = {}
+
+
+@events.request.add_listener
+def _record(name: str, response_time: float, exception: Any, context: dict | None = None, **_: Any) -> None:
+    tokens = (context or {}).get("output_tokens", 0)
+    _samples.append([round(time.time(), 3), name, round(response_time, 2), exception is None, tokens])
+
+
+def _watch_cpu(environment: Environment) -> None:
+    me = psutil.Process()
+    me.cpu_percent(None)
+    while True:
+        gevent.sleep(1)
+        users = environment.runner.user_count if environment.runner else 0
+        _cpu.append([round(time.time(), 3), me.cpu_percent(None), users])
+
+
+@events.test_start.add_listener
+def _start(environment: Environment, **_: Any) -> None:
+    _window["started"] = time.time()
+    gevent.spawn(_watch_cpu, environment)
+
+
+@events.test_stop.add_listener
+def _stop(**_: Any) -> None:
+    _window["ended"] = time.time()
+
+
+@events.quitting.add_listener
+def _dump(environment: Environment, **_: Any) -> None:
+    out = os.environ.get("LOADTEST_OUT")
+    if out:
+        record = {"settings": SETTINGS.to_json(), "model": MODEL, "samples": _samples, "locust_cpu": _cpu,
+                  "started": _window.get("started"), "ended": _window.get("ended", time.time())}
+        Path(out, "samples.json").write_text(json.dumps(record))
