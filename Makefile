@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards runbook chaos preflight
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -45,3 +45,11 @@ alerts: setup
 # Grafana dashboards (JSON, provisioning, ConfigMaps) from the specs in dashboards/catalog.py.
 dashboards: setup
 	@$(PY) -m dashboards.generate
+
+# An executable runbook: make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]. Diagnosis only, unless CONFIRM=1.
+runbook: setup
+	@NAME=$(NAME) CONFIRM=$(CONFIRM) STEPS=$(STEPS) APP=$(APP) DEPLOYMENT=$(DEPLOYMENT) $(PY) -m runbooks.execute
+
+# The guide's production checklist against the ops config and the live stack: pass or fail per item.
+preflight: setup
+	@$(PY) -m stack.preflight

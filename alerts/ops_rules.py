@@ -49,6 +49,11 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "5m", "warning", "A deployment runs fewer healthy replicas than its target.",
               "{{ $labels.application }}/{{ $labels.deployment }} is {{ $value }} replicas short "
               "of its target.", base),
+        # ray_serve_deployment_status: 1 is DEPLOY_FAILED (0 unknown ... 6 healthy).
+        alert("ServeDeploymentFailed", "ray_serve_deployment_status == 1", "0m", "critical",
+              "A deployment failed to deploy.",
+              "{{ $labels.application }}/{{ $labels.deployment }} is DEPLOY_FAILED: its new replicas do not "
+              "start. Roll back to the last good config.", base),
         alert("ServeAutoscalerOscillation",
               f"changes(ray_serve_autoscaling_target_replicas[30m]) >= {a.oscillation_changes_30m}",
               "0m", "warning", "The autoscaler keeps changing a deployment's replica target.",

@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, daemons, monitoring, ray_head, serve_config, serve_deploy
+from stack import ROOT, daemons, monitoring, ray_head, rollout, serve_config, serve_deploy
 from stack.config import OpsConfig, load
 from stack.profile import select
 
 RUN_DIR = daemons.RUN_DIR
 LOG_DIR = RUN_DIR / "logs"
-DEPLOYED_CONFIG = RUN_DIR / "serve-config.yaml"
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 
 
@@ -34,13 +33,10 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
     monitoring.start(ops)
     start_gpu_exporter(ops)
     config = serve_config.effective(profile_name)
-    RUN_DIR.mkdir(exist_ok=True)
-    DEPLOYED_CONFIG.write_text(serve_config.render(config))
-    serve_deploy.deploy(listen.dashboard_url, config)
     apps = [a["name"] for a in config["applications"]]
-    print(f"deployed {DEPLOYED_CONFIG.relative_to(ROOT)}; waiting for {', '.join(apps)} to be RUNNING")
+    print(f"deploying {rollout.DEPLOYED.relative_to(ROOT)}; waiting for {', '.join(apps)} to be RUNNING")
     try:
-        serve_deploy.wait_running(listen.dashboard_url, apps, timeout_s)
+        rollout.roll_out(ops, config, timeout_s)
     except (RuntimeError, TimeoutError) as err:
         print(f"make up failed: {err}", file=sys.stderr)
         print(f"logs: {RAY_LOGS}/serve/ (replicas, controller), {RAY_LOGS}/ (Ray), "
