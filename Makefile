@@ -53,3 +53,11 @@ runbook: setup
 # The guide's production checklist against the ops config and the live stack: pass or fail per item.
 preflight: setup
 	@$(PY) -m stack.preflight
+
+# Chaos experiments (chaos/experiments/*.yaml) against the local stack: make chaos runs all with short
+# timings; make chaos-<name> runs one. Reports under reports/chaos-<name>-<ts>/.
+chaos: setup
+	@$(PY) -m chaos.run --short all
+
+chaos-%: setup
+	@$(PY) -m chaos.run $*

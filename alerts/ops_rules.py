@@ -23,6 +23,7 @@ def new_series(metric: str, window: str) -> str:
 
 
 def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
+    gcs_window = f"{max(30, 4 * ops.observability.scrape_interval_s)}s"
     a = ops.alerting
     return [
         # Per Ray session: a fresh cluster's replicas are not replacements of the last one's.
@@ -73,10 +74,11 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "cannot read Ray's service-discovery file.", base),
         # The GCS answers raylets' heartbeats and resource reports all the time; silence means it is
         # stopped, partitioned or gone.
+        # A short rate window (four scrapes, at least 30s) so a silent GCS pages within about a minute.
         alert("RayGCSUnreachable",
-              f"sum(rate({GCS_RPCS}[1m])) == 0\nor\nabsent({GCS_RPCS})", "1m", "critical",
+              f"sum(rate({GCS_RPCS}[{gcs_window}])) == 0\nor\nabsent({GCS_RPCS})", "30s", "critical",
               "The Ray head's GCS answers no requests.",
-              "GCS request rate {{ $value }}/s for a minute: the head or its GCS is down, stopped or "
+              "GCS request rate {{ $value }}/s for 30 seconds: the head or its GCS is down, stopped or "
               "cut off; Serve keeps serving, but nothing can be deployed, scaled or recovered.", base),
         alert("RayNodeMemoryHigh", f"ray_node_mem_used / ray_node_mem_total > {a.node_memory_ratio:g}", "5m",
               "warning", "A Ray node's memory is nearly full.",

@@ -1,7 +1,8 @@
 """`make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]`: run a runbook's steps against the live stack.
 
 Diagnosis steps always run; they only read. Mitigation steps run only with CONFIRM=1 and are
-otherwise printed with how to run them. Kubernetes steps run only where kubectl is installed.
+otherwise printed with how to run them. Kubernetes steps run only where kubectl is installed and
+has a cluster to talk to (a current context).
 Each step prints its command, its output (what it found) and its exit status.
 """
 
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from runbooks.book import Runbook, RunbookError, Step, load, names
 from stack import ROOT
@@ -42,9 +44,19 @@ def step_env(ops: OpsConfig, base: Mapping[str, str] = os.environ) -> dict[str, 
             "PROMETHEUS_URL": listen.url(listen.prometheus_port), "SERVE_URL": listen.serve_url}
 
 
+@cache
+def kubernetes_missing() -> str:
+    """Why Kubernetes steps cannot run here, or "" where they can."""
+    if shutil.which("kubectl") is None:
+        return "kubectl is not installed here"
+    # Without a context kubectl talks to localhost:8080, which here is Ray's metrics port.
+    context = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True)
+    return "" if context.returncode == 0 else "kubectl has no cluster configured (no current context)"
+
+
 def skip_reason(step: Step, confirm: bool) -> str:
-    if step.kubernetes and shutil.which("kubectl") is None:
-        return "skipped: kubectl is not installed here (a Kubernetes step)"
+    if step.kubernetes and kubernetes_missing():
+        return f"skipped: {kubernetes_missing()} (a Kubernetes step)"
     if step.mutates and not confirm:
         return "skipped: a mitigation; run again with CONFIRM=1 to apply it"
     return ""
@@ -79,8 +91,9 @@ def show(result: StepResult) -> None:
 
 
 def execute(book: Runbook, ops: OpsConfig, confirm: bool, only: list[str] | None = None,
-            kinds: tuple[str, ...] | None = None, echo: bool = True) -> list[StepResult]:
-    env = step_env(ops)
+            kinds: tuple[str, ...] | None = None, echo: bool = True,
+            extra_env: Mapping[str, str] | None = None) -> list[StepResult]:
+    env = {**step_env(ops), **(extra_env or {})}
     results = []
     for step in book.steps:
         if (only and step.name not in only) or (kinds and step.kind not in kinds):

@@ -20,4 +20,5 @@ def classify_app(args: dict[str, Any]) -> Application:
 
 
 def predict_app(args: dict[str, Any]) -> Application:
-    return tenant_models(int(args["max_num_models_per_replica"])).bind()
+    # model_store (relative to the repo): where the tenants' models are; a new release may point elsewhere.
+    return tenant_models(int(args["max_num_models_per_replica"])).bind(args.get("model_store"))

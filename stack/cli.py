@@ -3,6 +3,10 @@
   serveops promql EXPR             instant query, one line per series
   serveops alerts                  alerts firing in Prometheus
   serveops replicas [APP]          Serve replicas: state, pid, start time
+  serveops deployments [APP] [--config]   Serve deployments: status, replicas running/target, Serve's
+                                   message; --config adds the options the runbooks tune
+  serveops targets                 Prometheus scrape targets: health and last error
+  serveops deaths [--last N]       dead actors of this Ray session and why they died
   serveops logs REGEX [--last N]   matching lines of this Ray session's logs
   serveops tune APP DEPLOYMENT key=value ...   change deployment options, roll out (keeps last good)
   serveops rollback                roll out the last config that reached RUNNING
@@ -67,6 +71,86 @@ def replicas(ops: OpsConfig, app: str | None) -> int:
     return 0
 
 
+def _print_message(message: str, keep: int = 12) -> None:
+    """Serve's message, indented; of a long one (a traceback) the last lines, which name the error."""
+    lines = [line.rstrip()[:300] for line in message.strip().splitlines() if line.strip()]
+    for line in (["..."] if len(lines) > keep else []) + lines[-keep:]:
+        print(f"      {line}")
+
+
+# Deployment options the runbooks tune, shown by `serveops deployments --config`.
+TUNED_OPTIONS = ("max_ongoing_requests", "health_check_timeout_s", "autoscaling_config.min_replicas",
+                 "autoscaling_config.max_replicas", "autoscaling_config.target_ongoing_requests",
+                 "autoscaling_config.upscale_delay_s", "autoscaling_config.downscale_delay_s",
+                 "autoscaling_config.upscaling_factor", "autoscaling_config.downscaling_factor")
+
+
+def _options(deployment_config: dict[str, Any]) -> str:
+    shown = []
+    for key in TUNED_OPTIONS:
+        node: Any = deployment_config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            shown.append(f"{key.removeprefix('autoscaling_config.')}={node}")
+    return " ".join(shown)
+
+
+def deployments(ops: OpsConfig, app: str | None, config: bool = False) -> int:
+    apps = serve_deploy.details(ops.listen.dashboard_url).get("applications") or {}
+    bad: list[str] = []
+    for app_name, app_info in sorted(apps.items()):
+        if app and app_name != app:
+            continue
+        app_status, deps = app_info.get("status", "?"), app_info.get("deployments") or {}
+        print(f"  {app_name}: {app_status}")
+        if app_status != "RUNNING":
+            bad.append(f"{app_name} {app_status}")
+            if not deps:  # failed before any deployment existed (import, build): the app says why
+                _print_message(app_info.get("message") or "")
+        for row in serve_deploy.states({"applications": {app_name: app_info}}):
+            print(f"    {row.deployment} {row.status} {row.running}/{row.target} running")
+            if config:
+                print(f"      {_options(deps[row.deployment].get('deployment_config') or {})}")
+            if row.status != "HEALTHY":
+                bad.append(f"{app_name}/{row.deployment} {row.status}")
+                _print_message(row.message)
+    print(f"found: {len(bad)} not HEALTHY: {', '.join(bad)}" if bad else "found: every deployment HEALTHY")
+    return 0
+
+
+def targets(ops: OpsConfig) -> int:
+    active = monitoring.api(ops, "/api/v1/targets", state="active")["activeTargets"]
+    down = [t for t in active if t.get("health") != "up"]
+    for t in sorted(active, key=lambda t: (t["labels"].get("job", ""), t["labels"].get("instance", ""))):
+        error = f"  {t['lastError']}" if t.get("lastError") else ""
+        print(f"  job={t['labels'].get('job')} {t['scrapeUrl']} {t.get('health')}{error}")
+    jobs = sorted({t["labels"].get("job", "?") for t in active})
+    print(f"found: {len(active)} target(s) in jobs {', '.join(jobs) or 'none'}; {len(down)} down")
+    return 0
+
+
+def _killed_for_memory(cause: dict[str, Any]) -> bool:
+    text = str(cause)
+    return "oom_context" in cause or "low on memory" in text or "memory pressure" in text
+
+
+def deaths(ops: OpsConfig, last: int) -> int:
+    from ray.util.state import list_actors  # slow to import; only this subcommand needs it
+
+    dead = list_actors(address=ops.listen.dashboard_url, filters=[("state", "=", "DEAD")], detail=True,
+                       limit=10_000, raise_on_missing_output=False)
+    # Memory kills last, so that --last N always shows them.
+    for actor in sorted(dead, key=lambda a: _killed_for_memory(a.death_cause or {}))[-last:]:
+        cause = actor.death_cause or {}
+        context = next(iter(cause.values()), {}) if cause else {}
+        message = " ".join(str(context.get("error_message", "")).split())[:400] or "no cause recorded"
+        print(f"  {actor.class_name} pid {actor.pid}: {message}")
+    oom = sum(_killed_for_memory(a.death_cause or {}) for a in dead)
+    print(f"found: {len(dead)} dead actor(s) in this Ray session, {oom} killed for memory")
+    return 0
+
+
 def logs(regex: str, last: int) -> int:
     pattern = re.compile(regex)
     hits: list[tuple[float, str]] = []
@@ -115,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("promql").add_argument("expr")
     sub.add_parser("alerts")
     sub.add_parser("replicas").add_argument("app", nargs="?")
+    p = sub.add_parser("deployments")
+    p.add_argument("app", nargs="?")
+    p.add_argument("--config", action="store_true")
+    sub.add_parser("targets")
+    sub.add_parser("deaths").add_argument("--last", type=int, default=10)
     p = sub.add_parser("logs")
     p.add_argument("regex")
     p.add_argument("--last", type=int, default=20)
@@ -131,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         return alerts(ops)
     if args.command == "replicas":
         return replicas(ops, args.app)
+    if args.command == "deployments":
+        return deployments(ops, args.app, args.config)
+    if args.command == "targets":
+        return targets(ops)
+    if args.command == "deaths":
+        return deaths(ops, args.last)
     if args.command == "logs":
         return logs(args.regex, args.last)
     if args.command == "tune":

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, daemons, monitoring, ray_head, rollout, serve_config, serve_deploy
+from stack import ROOT, daemons, gcs_store, monitoring, ray_head, rollout, serve_config, serve_deploy
 from stack.config import OpsConfig, load
 from stack.profile import select
 
@@ -28,6 +28,8 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
             print("PROFILE_MEMORY=1 takes effect on a fresh head: run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
+        if profile.cluster.gcs_fault_tolerance:
+            gcs_store.start(ops)
         ray_head.start(ops, profile.cluster, LOG_DIR / "ray-start.log")
 
     monitoring.start(ops)

@@ -32,6 +32,7 @@ class Listen(_Strict):
     alertmanager_port: int
     gpu_exporter_port: int
     alert_receiver_port: int
+    redis_port: int
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -59,6 +60,7 @@ class Cluster(_Strict):
     num_cpus: int | None = None
     num_gpus: int | None = None
     object_store_memory_mb: int | None = None
+    gcs_fault_tolerance: bool = False  # GCS state in the local Redis (listen.redis_port)
     env: dict[str, str] = {}
 
 

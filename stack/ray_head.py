@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from stack import gcs_store
 from stack.config import Cluster, Listen, OpsConfig
 from stack.observability.tracing import TRACE_DIR_ENV, trace_dir
 
@@ -72,6 +73,8 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
         # Latency objectives must be bucket boundaries (the ops config checks they are).
         "RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS": ",".join(f"{b:g}" for b in ops.latency_buckets_ms),
     }
+    if cluster.gcs_fault_tolerance:
+        env.update(gcs_store.ray_env(ops))
     if memory_profiling_requested(base):
         env["RAY_SERVE_ENABLE_MEMORY_PROFILING"] = "1"
     return env

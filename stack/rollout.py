@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ def roll_out(ops: OpsConfig, config: dict[str, Any], timeout_s: float = 300) -> 
     """
     daemons.RUN_DIR.mkdir(exist_ok=True)
     DEPLOYED.write_text(serve_config.render(config))
+    submitted = time.time() - 1  # the controller stamps the deploy; allow for rounding
     serve_deploy.deploy(ops.listen.dashboard_url, config)
     apps = serve_deploy.wait_running(ops.listen.dashboard_url, [a["name"] for a in config["applications"]],
-                                     timeout_s)
+                                     timeout_s, deployed_since=submitted)
     shutil.copyfile(DEPLOYED, LAST_GOOD)
     return apps
 

@@ -60,14 +60,21 @@ def states(serve_details: dict[str, Any]) -> list[DeploymentState]:
     return rows
 
 
-def wait_running(dashboard_url: str, apps: list[str], timeout_s: float) -> dict[str, Any]:
-    """Block until every named app is RUNNING; raise on a failed app or at the deadline."""
+def wait_running(dashboard_url: str, apps: list[str], timeout_s: float,
+                 deployed_since: float = 0) -> dict[str, Any]:
+    """Block until every named app is RUNNING; raise on a failed app or at the deadline.
+
+    deployed_since: the wall time a config was submitted; an app still showing an older deploy has
+    not taken the new config yet, so its RUNNING is the previous version's.
+    """
     deadline = time.monotonic() + timeout_s
     last: dict[str, str] = {}
     current: dict[str, Any] = {}
     while time.monotonic() < deadline:
         current = details(dashboard_url).get("applications") or {}
         last = {name: (current.get(name) or {}).get("status", "NOT_STARTED") for name in apps}
+        last = {name: status if (current.get(name) or {}).get("last_deployed_time_s", 0) >= deployed_since
+                else "NOT_YET_APPLIED" for name, status in last.items()}
         failed = {n: s for n, s in last.items() if s in FAILED_APP_STATES}
         if failed:
             msgs = "; ".join(f"{n}: ...{(current[n].get('message') or '').strip()[-1500:]}" for n in failed)

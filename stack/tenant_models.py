@@ -13,6 +13,7 @@ from fastapi import Header
 from ray import serve
 from ray.serve.deployment import Deployment
 
+from stack import ROOT
 from stack.api_errors import ERROR_RESPONSES, ApiError
 from stack.config import load
 from stack.http_api import new_api
@@ -37,8 +38,12 @@ def tenant_models(max_models: int) -> Deployment:
     @serve.deployment(name="TenantModels")
     @serve.ingress(api)
     class TenantModels:
-        def __init__(self) -> None:
+        def __init__(self, store: str | None = None) -> None:
             install_trace_log_filter()
+            self.store = TENANT_STORE if store is None else ROOT / store
+            # Fail the replica, not the first request: a rollout naming a missing store must not go healthy.
+            if not any(self.store.glob("*.joblib")):
+                raise FileNotFoundError(f"no tenant models in {self.store}")
 
         @serve.multiplexed(max_num_models_per_replica=max_models)
         async def get_model(self, tenant: str) -> Any:
@@ -46,7 +51,7 @@ def tenant_models(max_models: int) -> Deployment:
 
             with span("model.load", **{"tenant.tier": TENANTS.tier(tenant)}):
                 try:
-                    return await asyncio.to_thread(joblib.load, TENANT_STORE / f"{tenant}.joblib")
+                    return await asyncio.to_thread(joblib.load, self.store / f"{tenant}.joblib")
                 except Exception:
                     metrics().model_load_failures.inc(tags={"model_kind": "tenant"})
                     raise
@@ -72,7 +77,7 @@ def tenant_models(max_models: int) -> Deployment:
                 m.tenant_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"tier": tier})
 
         async def _predict(self, tenant: str, body: PredictRequest) -> PredictResponse:
-            if not (TENANT_STORE / f"{tenant}.joblib").is_file():
+            if not (self.store / f"{tenant}.joblib").is_file():
                 raise ApiError(404, f"no model for tenant {tenant!r}", HEADER, "not_found")
             try:
                 model = await self.get_model(tenant)

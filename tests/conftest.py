@@ -17,8 +17,13 @@ from stack.profile import select
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the clean-load checks first, before any test injects a fault or a 5xx."""
-    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_clean_load") else 1)
+    """Run the clean-load checks first, before any test injects a fault or a 5xx, and the chaos
+    experiments last: they kill, stop and redeploy replicas (sort is stable, so their order holds)."""
+    def phase(item: pytest.Item) -> int:
+        name = item.module.__name__
+        return 0 if name.endswith("test_clean_load") else 2 if name.endswith("live.test_chaos") else 1
+
+    items.sort(key=phase)
 
 
 @pytest.fixture(scope="session")

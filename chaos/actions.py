@@ -1,0 +1,133 @@
+"""What an experiment can do to the stack. Each action logs what it did."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chaos.context import Context
+from chaos.load import Load, SquareWave
+from chaos.safety import local_pid
+from stack import rollout, serve_config, serve_deploy
+
+Action = Callable[..., None]
+ACTIONS: dict[str, Action] = {}
+
+
+def action(fn: Action) -> Action:
+    ACTIONS[fn.__name__] = fn
+    return fn
+
+
+def replica_pid(ctx: Context) -> int:
+    """The pid of a RUNNING replica of the target, checked to be a Ray worker on this machine."""
+    t = ctx.exp.target
+    deployment = serve_deploy.details(ctx.ops.listen.dashboard_url)["applications"][t.app]["deployments"]
+    running = [r for r in deployment[t.deployment]["replicas"] if r["state"] == "RUNNING"]
+    if not running:
+        raise RuntimeError(f"{t.app}/{t.deployment} has no RUNNING replica")
+    pid = int(running[0]["pid"])
+    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    if b"ray::" not in cmdline and b"default_worker" not in cmdline:
+        raise RuntimeError(f"pid {pid} is not a local Ray worker; refusing to signal it")
+    return pid
+
+
+@action
+def signal_replica(ctx: Context, signal_name: str) -> None:
+    pid = replica_pid(ctx)
+    os.kill(pid, getattr(signal, signal_name))
+    ctx.log(f"sent {signal_name} to {ctx.exp.target.app}/{ctx.exp.target.deployment} replica pid {pid}")
+
+
+@action
+def signal_gcs(ctx: Context, signal_name: str) -> None:
+    """SIGSTOP: the GCS stops answering, as behind a network partition; SIGCONT: it is back."""
+    pid = local_pid(f"--gcs_server_port={ctx.ops.listen.gcs_port}")
+    if pid is None:
+        raise RuntimeError("no local gcs_server")
+    os.kill(pid, getattr(signal, signal_name))
+    ctx.log(f"sent {signal_name} to gcs_server pid {pid}")
+
+
+@action
+def roll_out(ctx: Context, options: dict[str, Any] | None = None, app_args: dict[str, Any] | None = None,
+             wait: bool = True) -> None:
+    """Deploy the current config with the target's options or app args changed.
+
+    wait=False submits it like `serve deploy` and returns: a release that never reaches RUNNING.
+    """
+    t = ctx.exp.target
+    config = rollout.with_options(rollout.read(rollout.DEPLOYED), t.app, t.deployment, options or {})
+    for entry in config["applications"]:
+        if entry["name"] == t.app and app_args:
+            entry["args"] = {**entry.get("args", {}), **app_args}
+    what = f"{t.app}/{t.deployment} options {options or {}} args {app_args or {}}"
+    if wait:
+        rollout.roll_out(ctx.ops, config)
+        ctx.log(f"rolled out {what}: RUNNING")
+    else:
+        rollout.DEPLOYED.write_text(serve_config.render(config))
+        serve_deploy.deploy(ctx.ops.listen.dashboard_url, config)
+        ctx.log(f"submitted {what} without waiting")
+
+
+@action
+def add_app(ctx: Context, name: str, import_path: str, route_prefix: str,
+            deployments: list[dict[str, Any]] | None = None) -> None:
+    config = rollout.read(rollout.DEPLOYED)
+    config["applications"] = [a for a in config["applications"] if a["name"] != name] + [
+        {"name": name, "import_path": import_path, "route_prefix": route_prefix, "args": {},
+         "deployments": deployments or []}]
+    rollout.roll_out(ctx.ops, config)
+    ctx.log(f"added app {name} at {route_prefix}: RUNNING")
+
+
+@action
+def restore_baseline(ctx: Context) -> None:
+    rollout.roll_out(ctx.ops, ctx.baseline)
+    ctx.log("restored the config deployed before the experiment: RUNNING")
+
+
+@action
+def start_load(ctx: Context, name: str, route: str, body: dict[str, Any], rate_per_s: float,
+               headers: dict[str, str] | None = None, workers: int = 4, period_s: float | None = None,
+               timeout_s: float = 30) -> None:
+    url = f"{ctx.ops.listen.serve_url}{route}"
+    kwargs = {"workers": workers, "timeout_s": timeout_s}
+    load = (SquareWave(url, body, headers or {}, rate_per_s, period_s=period_s, **kwargs) if period_s
+            else Load(url, body, headers or {}, rate_per_s, **kwargs))
+    ctx.loads[name] = load.start()
+    shape = f"square wave, period {period_s:g}s" if period_s else "steady"
+    ctx.log(f"started load {name}: {rate_per_s:g}/s to {route}, {shape}")
+
+
+@action
+def stop_load(ctx: Context, name: str) -> None:
+    load = ctx.loads.pop(name, None)
+    if load:
+        load.stop()
+        sent, failed = load.totals()
+        ctx.log(f"stopped load {name}: {sent} sent, {failed} failed")
+
+
+@action
+def wait_target_killed(ctx: Context, timeout_s: float) -> None:
+    """Block until the target's replica process is gone, and mark that moment as the fault."""
+    pid = replica_pid(ctx)
+    deadline = time.time() + timeout_s
+    while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+        time.sleep(0.2)
+    if os.path.exists(f"/proc/{pid}"):
+        raise RuntimeError(f"replica pid {pid} still alive after {timeout_s:g}s")
+    ctx.mark("fault")
+    ctx.log(f"replica pid {pid} was killed")
+
+
+@action
+def sleep(ctx: Context, seconds: float) -> None:
+    ctx.log(f"waiting {seconds:g}s")
+    time.sleep(seconds)

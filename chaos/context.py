@@ -1,0 +1,33 @@
+"""What an experiment's actions and probes share while it runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.experiment import Experiment, Mode
+from chaos.load import Load
+from stack.config import OpsConfig
+
+
+@dataclass
+class Context:
+    ops: OpsConfig
+    exp: Experiment
+    mode: Mode
+    baseline: dict[str, Any]  # the Serve config deployed before the experiment
+    load: Load
+    started: float = field(default_factory=time.time)
+    marks: dict[str, float] = field(default_factory=dict)  # inject, detected, healed, mitigated, recovered
+    loads: dict[str, Load] = field(default_factory=dict)  # extra loads started by actions
+    log_lines: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        line = f"[{time.time() - self.started:7.1f}s] {message}"
+        self.log_lines.append(line)
+        print(line, flush=True)
+
+    def mark(self, name: str) -> float:
+        self.marks[name] = time.time()
+        return self.marks[name]

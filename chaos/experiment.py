@@ -1,0 +1,101 @@
+"""A chaos experiment as data (chaos/experiments/<name>.yaml), Chaos Toolkit style.
+
+Steady state, then the injected fault, then the alerts that must fire within a bound, the runbook's
+diagnosis (which must find the cause) and mitigation, then the steady state again. Rollbacks always
+run. Timings come in two sets, normal and short (`make chaos`, tests); an argument "$name" takes the
+value of timing `name`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from stack import ROOT
+
+EXPERIMENTS_DIR = ROOT / "chaos" / "experiments"
+Mode = Literal["normal", "short"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    """One action or probe: a name from chaos/actions.py or chaos/probes.py, and its arguments."""
+
+    name: str
+    args: dict[str, Any] = {}
+
+
+class Target(_Strict):
+    app: str
+    deployment: str
+
+
+class Load(_Strict):
+    """Background requests for the whole experiment; what it sends and loses is the cost of the fault."""
+
+    route: str
+    body: dict[str, Any]
+    headers: dict[str, str] = {}
+    rate_per_s: float = Field(gt=0)
+
+
+class ExpectedAlert(_Strict):
+    alert: str
+    labels: dict[str, str] = {}
+
+
+class RunbookPlan(_Strict):
+    name: str
+    finds: dict[str, str] = {}  # diagnosis step -> regex its output must match
+    mitigation: list[str] = []  # mitigation steps to run, in order
+    env: dict[str, str] = {}  # e.g. values the steps read (MAX_ONGOING_REQUESTS)
+
+
+class Experiment(_Strict):
+    name: str
+    title: str
+    hypothesis: str
+    target: Target
+    load: Load
+    timings: dict[str, tuple[float, float]] = {}  # name -> (normal, short)
+    setup: list[Step] = []  # before the steady state, e.g. a variant that makes the fault possible
+    steady_state: list[Step]
+    inject: list[Step]
+    expect: list[ExpectedAlert] = []
+    detect_within_s: float = 120
+    runbook: RunbookPlan | None = None
+    heal: list[Step] = []  # the fault ends (e.g. the network comes back): outside the operator's hands
+    verify: list[Step]
+    recover_within_s: float = 300
+    max_failed_requests: int | None = None  # e.g. 0 for a zero-downtime rollout
+    rollbacks: list[Step] = []
+
+    def timing(self, name: str, mode: Mode) -> float:
+        normal, short = self.timings[name]
+        return short if mode == "short" else normal
+
+    def resolve(self, args: dict[str, Any], mode: Mode) -> dict[str, Any]:
+        """Arguments with "$timing" references replaced by the mode's value."""
+        return {k: self.timing(v[1:], mode) if isinstance(v, str) and v.startswith("$") else v
+                for k, v in args.items()}
+
+
+def load(name: str) -> Experiment:
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise SystemExit(f"no experiment {name!r}; have: {', '.join(names())}")
+    return parse(path)
+
+
+def parse(path: Path) -> Experiment:
+    return Experiment.model_validate(yaml.safe_load(path.read_text()))
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))

@@ -1,0 +1,46 @@
+"""Chaos acts only on the local stack that this checkout started, never on a remote cluster."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from stack import rollout
+from stack.config import OpsConfig
+
+FORCE_ENV = "CHAOS_FORCE"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def local_pid(pattern: str) -> int | None:
+    """The pid of the newest local process whose command line contains pattern."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in cmd:
+                found.append(int(d.name))
+    return max(found) if found else None
+
+
+def check(ops: OpsConfig) -> None:
+    """Raise SystemExit unless the stack is ours: loopback listeners, a GCS on this machine, our deploy."""
+    forced = os.environ.get(FORCE_ENV) == "1"
+    if not is_loopback(ops.listen.host) and not forced:
+        raise SystemExit(f"chaos refuses a non-loopback stack ({ops.listen.host}); "
+                         f"set {FORCE_ENV}=1 to force")
+    if local_pid(f"--gcs_server_port={ops.listen.gcs_port}") is None:
+        raise SystemExit(f"no local GCS on port {ops.listen.gcs_port}: chaos acts only on a stack started "
+                         "here with `make up`")
+    if not rollout.DEPLOYED.exists():
+        raise SystemExit(f"{rollout.DEPLOYED} is missing: this checkout did not deploy the running stack")

@@ -1,0 +1,1 @@
+"""Serve apps that exist only to be broken by an experiment."""
