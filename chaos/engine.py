@@ -18,6 +18,7 @@ from stack import rollout
 from stack.config import OpsConfig
 
 POLL_S = 1.0
+RESOLVE_WAIT_S = 17 * 60  # the longest lookback of an expected alert (15m) and an evaluation or two
 
 
 @dataclass
@@ -151,6 +152,19 @@ def already_firing(ctx: Context) -> list[str]:
     return [describe(e) for e in ctx.exp.expect if any(matches(a, e) for a in active)]
 
 
+def wait_resolved(ctx: Context, timeout_s: float = RESOLVE_WAIT_S) -> list[str]:
+    """An expected alert that already fires (e.g. a redeploy within its 15m window) would hide the
+    detection: wait for it to resolve first. Returns those still firing at the deadline."""
+    deadline = time.time() + timeout_s
+    firing = already_firing(ctx)
+    if firing:
+        ctx.log(f"waiting up to {timeout_s:g}s for {firing} to resolve before the fault")
+    while firing and time.time() < deadline:
+        time.sleep(10)
+        firing = already_firing(ctx)
+    return firing
+
+
 def run(exp: Experiment, ops: OpsConfig, mode: Mode) -> tuple[Result, Context]:
     lo = exp.load
     load = Load(f"{ops.listen.serve_url}{lo.route}", lo.body, lo.headers, lo.rate_per_s)
@@ -162,7 +176,7 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode) -> tuple[Result, Context]:
         load.start()
         ok, seen = wait_probes(ctx, exp.steady_state, 120)
         ctx.log("steady state: " + "; ".join(seen))
-        firing = already_firing(ctx)
+        firing = wait_resolved(ctx)
         if not ok or firing:
             result.problems.append("steady state not met: " + "; ".join(seen) if not ok else
                                    f"already firing before the fault, so detection cannot be shown: {firing}")

@@ -130,9 +130,12 @@ def targets(ops: OpsConfig) -> int:
     return 0
 
 
-def _killed_for_memory(cause: dict[str, Any]) -> bool:
+def _death_kind(cause: dict[str, Any]) -> str:
+    """stopped (Serve or a user ended it on purpose), crashed, or memory (Ray's memory monitor)."""
     text = str(cause)
-    return "oom_context" in cause or "low on memory" in text or "memory pressure" in text
+    if "oom_context" in cause or "low on memory" in text or "memory pressure" in text:
+        return "memory"
+    return "stopped" if "ray.kill" in text or "INTENDED" in text else "crashed"
 
 
 def deaths(ops: OpsConfig, last: int) -> int:
@@ -140,14 +143,16 @@ def deaths(ops: OpsConfig, last: int) -> int:
 
     dead = list_actors(address=ops.listen.dashboard_url, filters=[("state", "=", "DEAD")], detail=True,
                        limit=10_000, raise_on_missing_output=False)
-    # Memory kills last, so that --last N always shows them.
-    for actor in sorted(dead, key=lambda a: _killed_for_memory(a.death_cause or {}))[-last:]:
+    kinds = [_death_kind(a.death_cause or {}) for a in dead]
+    # Replicas Serve stopped on purpose first, memory kills last: --last N shows the telling ones.
+    order = {"stopped": 0, "crashed": 1, "memory": 2}
+    for kind, actor in sorted(zip(kinds, dead, strict=True), key=lambda pair: order[pair[0]])[-last:]:
         cause = actor.death_cause or {}
         context = next(iter(cause.values()), {}) if cause else {}
         message = " ".join(str(context.get("error_message", "")).split())[:400] or "no cause recorded"
-        print(f"  {actor.class_name} pid {actor.pid}: {message}")
-    oom = sum(_killed_for_memory(a.death_cause or {}) for a in dead)
-    print(f"found: {len(dead)} dead actor(s) in this Ray session, {oom} killed for memory")
+        print(f"  {actor.class_name} pid {actor.pid} ({kind}): {message}")
+    print(f"found: {len(dead)} dead actor(s) in this Ray session, {kinds.count('memory')} killed for memory, "
+          f"{kinds.count('crashed')} crashed")
     return 0
 
 
@@ -160,7 +165,7 @@ def logs(regex: str, last: int) -> int:
         with open(path, errors="replace") as f:
             hits += [(path.stat().st_mtime, f"{path.relative_to(RAY_LOGS)}: {line.rstrip()[:300]}")
                      for line in f if pattern.search(line)]
-    print(f"searched {RAY_LOGS} for /{regex}/")
+    print(f"searched {RAY_LOGS} (the pattern is in the command above)")  # echoing it would match itself
     print(f"found: {len(hits)} line(s)" + (f", the last {last}:" if len(hits) > last else ""))
     for _, line in sorted(hits)[-last:]:
         print(f"  {line}")
