@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards runbook chaos preflight
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards k8s runbook chaos preflight
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -45,6 +45,10 @@ alerts: setup
 # Grafana dashboards (JSON, provisioning, ConfigMaps) from the specs in dashboards/catalog.py.
 dashboards: setup
 	@$(PY) -m dashboards.generate
+
+# Kubernetes manifests (RayService, Redis, PodMonitors, PrometheusRule, dashboards, Promtail) from stack/ops.yaml.
+k8s: setup
+	@$(PY) -m stack.k8s.generate
 
 # An executable runbook: make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]. Diagnosis only, unless CONFIRM=1.
 runbook: setup

@@ -26,10 +26,12 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
     gcs_window = f"{max(30, 4 * ops.observability.scrape_interval_s)}s"
     a = ops.alerting
     return [
-        # Per Ray session: a fresh cluster's replicas are not replacements of the last one's.
+        # Replicas seen alive in 15m, from the healthy gauge: Ray exports it for live replicas only,
+        # while replica_starts_total keeps a dead replica's series for the whole session and would
+        # latch the alert. Per Ray session: a fresh cluster's replicas are not replacements.
         alert("ServeReplicaRestarts",
               f"count by ({DEP}, SessionName)\n"
-              f"  (max_over_time(ray_serve_deployment_replica_starts_total[15m]))\n"
+              f"  (max_over_time(ray_serve_deployment_replica_healthy[15m]))\n"
               f"> on ({DEP}, SessionName)\n"
               f"max by ({DEP}, SessionName) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))",
               "0m", "warning", "Serve replaced replicas of a deployment.",

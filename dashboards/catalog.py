@@ -56,7 +56,7 @@ def deployment() -> DashboardSpec:
                      "{{deployment}}"),), runbook="ServeAutoscalerOscillation"),
         PanelSpec("Replicas seen in 15m", "Distinct replicas that ran in the last 15 minutes of this Ray "
                   "session; above the target means replicas were replaced.", "short",
-                  (q(f"count by (deployment, SessionName) (max_over_time(ray_serve_deployment_replica_starts_total{{{DEP}}}[15m]))",
+                  (q(f"count by (deployment, SessionName) (max_over_time(ray_serve_deployment_replica_healthy{{{DEP}}}[15m]))",
                      "{{deployment}}"),), runbook="ServeReplicaRestarts"),
         PanelSpec("Health-check latency", "Time replicas take to answer health checks.", "ms",
                   quantiles("ray_serve_health_check_latency_ms", "deployment", DEP)[1:2]),
