@@ -22,18 +22,33 @@ def new_series(metric: str, window: str) -> str:
     return f"({metric} - ({metric} offset {window}) > 0)\nor\n({metric} unless ({metric} offset {window}))"
 
 
+def replica_restarts(step_s: int) -> str:
+    """Replicas seen alive in 15m beyond what the target explains.
+
+    Seen: the healthy gauge, which Ray exports for live replicas only (replica_starts_total keeps a
+    dead replica's series for the whole session and would latch the alert). Explained: the target
+    15m ago plus every rise of the target since (a scale-up, or a scale-from-zero), and never less
+    than the highest target: a fresh deploy's replicas are not restarts. Per Ray session.
+    Oscillation (scale down, then up again) is explained, and has its own alert.
+    """
+    by = f"{DEP}, SessionName"
+    def target(offset: str = "") -> str:
+        return f"max by ({by}) (ray_serve_autoscaling_target_replicas{offset})"
+
+    seen = f"count by ({by}) (max_over_time(ray_serve_deployment_replica_healthy[15m]))"
+    highest = f"max by ({by}) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))"
+    rises = f"sum_over_time(clamp_min({target()} - {target(f' offset {step_s}s')}, 0)[15m:{step_s}s])"
+    # A deployment younger than the window has no target 15m ago: count its highest instead.
+    at_start = f"({target(' offset 15m')} or {highest})"
+    return (f"{seen}\n> on ({by}) {highest}\nand on ({by})\n"
+            f"{seen}\n> on ({by}) ({at_start} + on ({by}) ({rises} or ({highest} * 0)))")
+
+
 def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
     gcs_window = f"{max(30, 4 * ops.observability.scrape_interval_s)}s"
     a = ops.alerting
     return [
-        # Replicas seen alive in 15m, from the healthy gauge: Ray exports it for live replicas only,
-        # while replica_starts_total keeps a dead replica's series for the whole session and would
-        # latch the alert. Per Ray session: a fresh cluster's replicas are not replacements.
-        alert("ServeReplicaRestarts",
-              f"count by ({DEP}, SessionName)\n"
-              f"  (max_over_time(ray_serve_deployment_replica_healthy[15m]))\n"
-              f"> on ({DEP}, SessionName)\n"
-              f"max by ({DEP}, SessionName) (max_over_time(ray_serve_autoscaling_target_replicas[15m]))",
+        alert("ServeReplicaRestarts", replica_restarts(ops.observability.scrape_interval_s),
               "0m", "warning", "Serve replaced replicas of a deployment.",
               "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replicas ran in 15 minutes, "
               "more than its target ever was: replicas crashed, failed health checks or were redeployed.",

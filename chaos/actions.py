@@ -11,7 +11,7 @@ from typing import Any
 from chaos.context import Context
 from chaos.load import Load, SquareWave
 from chaos.safety import local_pid
-from stack import rollout, serve_config, serve_deploy
+from stack import rollout, second_node, serve_config, serve_deploy
 
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}
@@ -125,6 +125,13 @@ def wait_target_killed(ctx: Context, timeout_s: float) -> None:
         raise RuntimeError(f"replica pid {pid} still alive after {timeout_s:g}s")
     ctx.mark("fault")
     ctx.log(f"replica pid {pid} was killed")
+
+
+@action
+def set_second_node_link(ctx: Context, up: bool) -> None:
+    """Cut or restore the veth link between the head and the second node: a real partition."""
+    second_node.set_link(up)
+    ctx.log(f"{'restored' if up else 'cut'} the link {second_node.HOST_IF} to the second node")
 
 
 @action

@@ -57,6 +57,18 @@ class RunbookPlan(_Strict):
     env: dict[str, str] = {}  # e.g. values the steps read (MAX_ONGOING_REQUESTS)
 
 
+class SecondNodeVariant(_Strict):
+    """What changes where `make up NODES=2` gave the stack a second node: e.g. a real network cut."""
+
+    title: str
+    inject: list[Step]
+    heal: list[Step] = []
+    expect: list[ExpectedAlert] = []
+    runbook: RunbookPlan | None = None
+    verify: list[Step] | None = None
+    rollbacks: list[Step] | None = None
+
+
 class Experiment(_Strict):
     name: str
     title: str
@@ -75,6 +87,13 @@ class Experiment(_Strict):
     recover_within_s: float = 300
     max_failed_requests: int | None = None  # e.g. 0 for a zero-downtime rollout
     rollbacks: list[Step] = []
+    with_second_node: SecondNodeVariant | None = None
+
+    def for_cluster(self, has_second_node: bool) -> Experiment:
+        """This experiment, or its second-node variant where a second node is up."""
+        if not (has_second_node and self.with_second_node):
+            return self
+        return self.model_copy(update={k: v for k, v in self.with_second_node if v is not None})
 
     def timing(self, name: str, mode: Mode) -> float:
         normal, short = self.timings[name]

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from chaos.context import Context
-from stack import monitoring, serve_deploy
+from stack import monitoring, second_node, serve_deploy
 from stack.ray_head import BIN
 
 Probe = Callable[..., tuple[bool, str]]
@@ -75,6 +75,15 @@ def gcs_answers(ctx: Context) -> tuple[bool, str]:
     except subprocess.TimeoutExpired:
         return False, "ray status timed out"
     return done.returncode == 0, "ray status answers" if done.returncode == 0 else "ray status failed"
+
+
+@probe
+def nodes_alive(ctx: Context, count: int) -> tuple[bool, str]:
+    try:
+        alive = second_node.alive_nodes(ctx.ops, wait_for=count, timeout_s=0)
+    except Exception as err:
+        return False, f"node list unavailable: {type(err).__name__}"
+    return alive >= count, f"{alive} Ray nodes alive, {count} wanted"
 
 
 def target_changes(ctx: Context, at: float, window_s: float) -> int:

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 from chaos import engine, experiment, report, safety
-from stack import ROOT
+from stack import ROOT, second_node
 from stack.config import load
 
 
 def one(name: str, short: bool, reports: Path) -> engine.Result:
     ops = load()
     safety.check(ops)
-    exp = experiment.load(name)
+    exp = experiment.load(name).for_cluster(second_node.exists())
     result, ctx = engine.run(exp, ops, "short" if short else "normal")
     out = report.write(ctx, result, reports / f"chaos-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     detect = ", ".join(f"{a} {'never' if s is None else f'{s:g}s'}" for a, s in result.detect_s.items())

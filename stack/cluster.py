@@ -9,8 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, daemons, gcs_store, monitoring, ray_head, rollout, serve_config, serve_deploy
-from stack.config import OpsConfig, load
+from stack import (
+    ROOT,
+    daemons,
+    gcs_store,
+    monitoring,
+    ray_head,
+    rollout,
+    second_node,
+    serve_config,
+    serve_deploy,
+)
+from stack.config import Cluster, OpsConfig, load
 from stack.profile import select
 
 RUN_DIR = daemons.RUN_DIR
@@ -18,7 +28,25 @@ LOG_DIR = RUN_DIR / "logs"
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 
 
-def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
+def start_second_node(ops: OpsConfig, cluster: Cluster) -> None:
+    env = {k: v for k, v in ray_head.head_env(ops, cluster).items() if k not in gcs_store.ray_env(ops)}
+    print(f"starting a second Ray node in network namespace {second_node.NETNS} ({second_node.NODE_IP})")
+    second_node.start(ops, cluster.second_node_num_cpus, env, str(LOG_DIR / "ray-start-node2.log"))
+    print(f"Ray nodes alive: {second_node.alive_nodes(ops)}")
+
+
+def rejoin_second_node(ops: OpsConfig, profile_name: str) -> int:
+    """A second node the GCS declared dead (after a partition) does not come back by itself: restart it."""
+    if not second_node.exists():
+        print("no second node (start one with `make up NODES=2`)")
+        return 1
+    second_node.set_link(True)
+    print(f"stopped {second_node.stop_processes()} processes of the second node")
+    start_second_node(ops, ops.profile(profile_name).cluster)
+    return 0 if second_node.alive_nodes(ops, timeout_s=0) >= 2 else 1
+
+
+def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> int:
     started = time.monotonic()
     profile = ops.profile(profile_name)
     listen = ops.listen
@@ -44,6 +72,9 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float) -> int:
         print(f"logs: {RAY_LOGS}/serve/ (replicas, controller), {RAY_LOGS}/ (Ray), "
               f"{LOG_DIR}/ (serveops)", file=sys.stderr)
         return 1
+    if nodes == 2 and not second_node.exists():
+        # After the deploy, so the replicas start on the head and a cut link leaves them serving.
+        start_second_node(ops, profile.cluster)
     print(f"stack up in {time.monotonic() - started:.1f}s")
     print_urls(ops)
     return 0
@@ -80,7 +111,8 @@ def down(ops: OpsConfig) -> int:
             serve_deploy.delete_all(listen.dashboard_url)
         except Exception as err:  # a broken Serve must not stop us stopping Ray
             print(f"serve shutdown: {err}; stopping Ray anyway", file=sys.stderr)
-    ray_head.stop()
+    ray_head.stop()  # `ray stop` ends the second node's processes too: they share the process namespace
+    second_node.remove()
     if daemons.pid_of("prometheus"):
         # One more scrape of the stopped targets, so Prometheus marks their series stale instead of
         # keeping the last samples "current" for the next `make up` (a replica's healthy=0 from
@@ -127,15 +159,21 @@ def status(ops: OpsConfig) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "rejoin-node"])
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("UP_TIMEOUT", 900)),
                         help="seconds `up` waits for every application to be RUNNING")
     args = parser.parse_args()
     ops = load()
     if args.command == "up":
-        return up(ops, select(), args.timeout)
+        nodes = os.environ.get("NODES") or "1"
+        if nodes not in ("1", "2"):
+            print(f"NODES={nodes}: the local stack runs 1 node, or 2 with NODES=2", file=sys.stderr)
+            return 2
+        return up(ops, select(), args.timeout, int(nodes))
     if args.command == "down":
         return down(ops)
+    if args.command == "rejoin-node":
+        return rejoin_second_node(ops, select())
     return status(ops)
 
 

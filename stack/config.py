@@ -61,6 +61,7 @@ class Cluster(_Strict):
     num_gpus: int | None = None
     object_store_memory_mb: int | None = None
     gcs_fault_tolerance: bool = False  # GCS state in the local Redis (listen.redis_port)
+    second_node_num_cpus: int = 4  # logical CPUs of the second node of `make up NODES=2`
     env: dict[str, str] = {}
 
 

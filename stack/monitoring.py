@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from stack import ROOT, daemons
+from stack import ROOT, daemons, second_node
 from stack.config import OpsConfig
 
 RUN_DIR = daemons.RUN_DIR
@@ -42,9 +42,12 @@ def prometheus_config(ops: OpsConfig) -> dict[str, Any]:
                 "job_name": "ray",
                 "file_sd_configs": [{"files": [str(RAY_SD_FILE)]}],
                 # Ray lists the node's external address; every port it names also answers on loopback,
-                # and a single-node stack keeps its own traffic there.
-                "relabel_configs": [{"source_labels": ["__address__"], "regex": r"[^:]+:(\d+)",
-                                     "target_label": "__address__", "replacement": f"{listen.host}:$1"}],
+                # and the head keeps its own traffic there. A second node (NODES=2) keeps its address.
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "regex": f"{second_node.NODE_IP_REGEX}:\\d+",
+                     "target_label": "__tmp_second_node", "replacement": "1"},
+                    {"source_labels": ["__tmp_second_node", "__address__"], "regex": r";[^:]+:(\d+)",
+                     "target_label": "__address__", "replacement": f"{listen.host}:$1"}],
             },
             {"job_name": "serveops", "file_sd_configs": [{"files": [str(TARGETS_DIR / "*.json")]}]},
             {"job_name": "prometheus",

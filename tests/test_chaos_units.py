@@ -20,9 +20,12 @@ def test_the_issue_s_experiments_exist() -> None:
                                 "bad-rollout", "rolling-update"}
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_names_real_things(name: str) -> None:
-    exp = experiment.load(name)
+VARIANTS = [(n, False) for n in EXPERIMENTS] + [("head-partition", True)]  # (experiment, second node up)
+
+
+@pytest.mark.parametrize(("name", "second_node"), VARIANTS)
+def test_experiment_names_real_things(name: str, second_node: bool) -> None:
+    exp = experiment.load(name).for_cluster(second_node)
     for step in [*exp.setup, *exp.inject, *exp.heal, *exp.rollbacks]:
         assert step.name in actions.ACTIONS, step.name
         for mode in ("normal", "short"):
