@@ -40,7 +40,8 @@ def prometheus_config(ops: OpsConfig) -> dict[str, Any]:
         "scrape_configs": [
             {
                 "job_name": "ray",
-                "file_sd_configs": [{"files": [str(RAY_SD_FILE)]}],
+                # Re-read often: Ray rewrites the file when a node joins, and file watches can miss it.
+                "file_sd_configs": [{"files": [str(RAY_SD_FILE)], "refresh_interval": "10s"}],
                 # Ray lists the node's external address; every port it names also answers on loopback,
                 # and the head keeps its own traffic there. A second node (NODES=2) keeps its address.
                 "relabel_configs": [
