@@ -51,7 +51,8 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
         alert("ServeReplicaRestarts", replica_restarts(ops.observability.scrape_interval_s),
               "0m", "warning", "Serve replaced replicas of a deployment.",
               "{{ $labels.application }}/{{ $labels.deployment }}: {{ $value }} replicas ran in 15 minutes, "
-              "more than its target ever was: replicas crashed, failed health checks or were redeployed.",
+              "more than its target and scale-ups explain: replicas crashed, failed health checks or were "
+              "redeployed.",
               base),
         alert("ServeReplicaOOMKilled", new_series("ray_memory_manager_worker_eviction_total", "10m"),
               "0m", "critical", "Ray's memory monitor killed a worker.",
