@@ -10,8 +10,8 @@ from typing import Any
 
 from chaos.context import Context
 from chaos.load import Load, SquareWave
-from chaos.safety import local_pid
-from stack import rollout, second_node, serve_config, serve_deploy
+from stack import rollout, second_node, serve_deploy
+from stack.ray_head import local_pid
 
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}
@@ -70,8 +70,7 @@ def roll_out(ctx: Context, options: dict[str, Any] | None = None, app_args: dict
         rollout.roll_out(ctx.ops, config)
         ctx.log(f"rolled out {what}: RUNNING")
     else:
-        rollout.DEPLOYED.write_text(serve_config.render(config))
-        serve_deploy.deploy(ctx.ops.listen.dashboard_url, config)
+        rollout.submit(ctx.ops, config)
         ctx.log(f"submitted {what} without waiting")
 
 

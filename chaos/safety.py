@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from pathlib import Path
 
 from stack import rollout
 from stack.config import OpsConfig
+from stack.ray_head import local_pid
 
 FORCE_ENV = "CHAOS_FORCE"
 
@@ -17,20 +17,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def local_pid(pattern: str) -> int | None:
-    """The pid of the newest local process whose command line contains pattern."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if pattern in cmd:
-                found.append(int(d.name))
-    return max(found) if found else None
 
 
 def check(ops: OpsConfig) -> None:

@@ -24,7 +24,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from alerts.generate import RULES_FILE
-from stack import ROOT, monitoring, rollout, serve_config
+from stack import ROOT, monitoring, ray_head, rollout, serve_config
 from stack.config import OPS_PATH, OPS_PATH_ENV, DeploymentOptions, LLMModel, OpsConfig, Profile, load
 from stack.profile import select
 
@@ -341,12 +341,9 @@ def evaluate(ctx: Context) -> list[Result]:
 
 def _cluster(ops: OpsConfig) -> dict[str, float] | None:
     try:
-        r = httpx.get(f"{ops.listen.dashboard_url}/api/v0/nodes", params={"detail": "1"}, timeout=10)
-        r.raise_for_status()
-        nodes = r.json()["data"]["result"]["result"]
+        alive = [n.get("resources_total") or {} for n in ray_head.alive_nodes(ops.listen)]
     except (httpx.HTTPError, ValueError, KeyError):
         return None
-    alive = [n.get("resources_total") or {} for n in nodes if n.get("state") == "ALIVE"]
     return {k: sum(float(n.get(k, 0)) for n in alive) for k in ("CPU", "GPU", "memory")}
 
 
@@ -357,8 +354,9 @@ def _prometheus(ops: OpsConfig) -> tuple[set[str] | None, dict[str, tuple[float,
         for metric in UNLOAD_METRICS:
             # The median, not the maximum: a hung replica (killed at the timeout by design) must not
             # read as a model that needs longer to unload.
-            expr = (f"max by (application, deployment) "
-                    f"(histogram_quantile(0.5, max_over_time({metric}_bucket[{UNLOAD_WINDOW}])))")
+            # Pooled over every series (controllers, Ray sessions) of the deployment in the window.
+            expr = (f"histogram_quantile(0.5, sum by (application, deployment, le) "
+                    f"(max_over_time({metric}_bucket[{UNLOAD_WINDOW}])))")
             for s in monitoring.api(ops, "/api/v1/query", query=expr)["result"]:
                 label = f"{s['metric']['application']}/{s['metric']['deployment']}"
                 seconds = float(s["value"][1]) / 1000

@@ -7,7 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 from stack import gcs_store
 from stack.config import Cluster, Listen, OpsConfig
@@ -89,18 +92,36 @@ def start(ops: OpsConfig, cluster: Cluster, log: Path) -> None:
         raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")
 
 
-def leftover_processes() -> list[str]:
-    """Command lines of processes that look like Ray or vLLM, excluding this one."""
-    found = []
+def cmdlines() -> Iterator[tuple[int, str]]:
+    """(pid, command line) of every process on this machine but this one."""
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
             continue
         try:
-            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            raw = (pid_dir / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
             continue
+        yield int(pid_dir.name), raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def local_pid(pattern: str) -> int | None:
+    """The newest local process whose command line contains pattern."""
+    return max((pid for pid, cmd in cmdlines() if pattern in cmd), default=None)
+
+
+def alive_nodes(listen: Listen) -> list[dict]:
+    """The nodes the GCS lists as ALIVE, with their resources (the dashboard's state API)."""
+    r = httpx.get(f"{listen.dashboard_url}/api/v0/nodes", params={"detail": "1", "limit": "100"}, timeout=10)
+    r.raise_for_status()
+    return [n for n in r.json()["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+
+
+def leftover_processes() -> list[str]:
+    """Command lines of processes that look like Ray or vLLM, excluding this one."""
+    found = []
+    for pid, cmdline in cmdlines():
         if any(p in cmdline for p in PROCESS_PATTERNS):
-            found.append(f"{pid_dir.name} {cmdline.strip()[:120]}")
+            found.append(f"{pid} {cmdline.strip()[:120]}")
     return found
 
 

@@ -25,15 +25,21 @@ def read(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def submit(ops: OpsConfig, config: dict[str, Any]) -> float:
+    """`serve deploy`: record the config as deployed and hand it to Serve; returns when it was sent."""
+    daemons.RUN_DIR.mkdir(exist_ok=True)
+    DEPLOYED.write_text(serve_config.render(config))
+    submitted = time.time() - 1  # the controller stamps the deploy; allow for rounding
+    serve_deploy.deploy(ops.listen.dashboard_url, config)
+    return submitted
+
+
 def roll_out(ops: OpsConfig, config: dict[str, Any], timeout_s: float = 300) -> dict[str, Any]:
     """Deploy, wait until every app is RUNNING, then keep the config as the last good one.
 
     Raises RuntimeError (an app failed) or TimeoutError; the last good config is then untouched.
     """
-    daemons.RUN_DIR.mkdir(exist_ok=True)
-    DEPLOYED.write_text(serve_config.render(config))
-    submitted = time.time() - 1  # the controller stamps the deploy; allow for rounding
-    serve_deploy.deploy(ops.listen.dashboard_url, config)
+    submitted = submit(ops, config)
     apps = serve_deploy.wait_running(ops.listen.dashboard_url, [a["name"] for a in config["applications"]],
                                      timeout_s, deployed_since=submitted)
     shutil.copyfile(DEPLOYED, LAST_GOOD)

@@ -7,12 +7,10 @@ addresses inside the namespace are used; nothing leaves the machine.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.request
 
 from stack import ray_head
 from stack.config import OpsConfig
@@ -65,9 +63,7 @@ def alive_nodes(ops: OpsConfig, wait_for: int = 2, timeout_s: float = 60) -> int
     """Nodes the GCS lists as alive, once there are wait_for of them (or at the deadline)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with urllib.request.urlopen(f"{ops.listen.dashboard_url}/api/v0/nodes?limit=100", timeout=10) as r:
-            nodes = json.load(r)["data"]["result"]["result"]
-        alive = sum(1 for n in nodes if n.get("state") == "ALIVE")
+        alive = len(ray_head.alive_nodes(ops.listen))
         if alive >= wait_for or time.monotonic() >= deadline:
             return alive
         time.sleep(2)
