@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards k8s runbook chaos preflight
+.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards k8s runbook chaos preflight bench
 
 setup:
 	@$(SYS_PY) -m stack.bootstrap
@@ -18,6 +18,11 @@ status:
 
 loadtest: setup
 	@$(PY) -m loadtests.run
+
+# Serving efficiency, LLM overhead, instrumentation cost and detection latency side by side:
+# reports/bench-<ts>/results.json and results.md. BENCH=smoke for the short set, ONLY=embed,llm,... for a subset.
+bench: setup
+	@$(PY) -m loadtests.bench.run
 
 # Regenerate the committed Serve configs from stack/ops.yaml.
 serve-config: setup

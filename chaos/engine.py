@@ -14,7 +14,7 @@ from chaos.context import Context
 from chaos.experiment import ExpectedAlert, Experiment, Mode, Step
 from chaos.load import Load
 from runbooks import book, execute
-from stack import rollout
+from stack import monitoring, rollout
 from stack.config import OpsConfig
 
 POLL_S = 1.0
@@ -28,6 +28,9 @@ class Result:
     passed: bool = False
     problems: list[str] = field(default_factory=list)
     detect_s: dict[str, float | None] = field(default_factory=dict)
+    # Fault -> the first evaluation that saw the alert's condition (Prometheus' activeAt): what of
+    # detect_s the symptom took to show in metrics, the rest being `for` and the alert pipeline.
+    condition_s: dict[str, float | None] = field(default_factory=dict)
     recover_s: float | None = None
     sent: int = 0
     failed: int = 0
@@ -89,6 +92,8 @@ def detect(ctx: Context, result: Result) -> None:
         active = active_alerts(ctx.ops)
         for expected in [e for e in pending if any(matches(a, e) for a in active)]:
             result.detect_s[describe(expected)] = round(time.time() - injected, 1)
+            since = monitoring.alert_active_at(ctx.ops, expected.alert, expected.labels)
+            result.condition_s[describe(expected)] = None if since is None else round(since - injected, 1)
             ctx.log(f"detected: {describe(expected)} active in Alertmanager after "
                     f"{result.detect_s[describe(expected)]}s")
             pending.remove(expected)

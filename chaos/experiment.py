@@ -116,5 +116,17 @@ def parse(path: Path) -> Experiment:
     return Experiment.model_validate(yaml.safe_load(path.read_text()))
 
 
+# The order of `make chaos`: cheap and harmless first; the memory surge, which may take other
+# replicas (and their restart alerts) with it, last.
+RUN_ORDER = ("rolling-update", "bad-rollout", "replica-crash", "hung-replica", "oscillation",
+             "head-partition", "oom")
+
+
 def names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def in_run_order() -> list[str]:
+    """Every experiment, in RUN_ORDER; one it does not list yet runs just before the last."""
+    known = [n for n in RUN_ORDER if n in names()]
+    return known[:-1] + [n for n in names() if n not in RUN_ORDER] + known[-1:]

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="short timings (make chaos, tests)")
     args = parser.parse_args(argv)
     reports = Path(os.environ.get("REPORT_DIR") or ROOT / "reports")
-    names = experiment.names() if args.name == "all" else [args.name]
+    names = experiment.in_run_order() if args.name == "all" else [args.name]
     results = [one(n, args.short, reports) for n in names]
     if len(results) > 1:
         print("\n| experiment | passed | detect s | recover s | failed / sent |")

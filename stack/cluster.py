@@ -21,6 +21,7 @@ from stack import (
     serve_deploy,
 )
 from stack.config import Cluster, OpsConfig, load
+from stack.observability import switch
 from stack.profile import select
 
 RUN_DIR = daemons.RUN_DIR
@@ -54,6 +55,9 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> i
         print(f"Ray head already running at {listen.gcs_address}; redeploying")
         if ray_head.memory_profiling_requested(os.environ):
             print("PROFILE_MEMORY=1 takes effect on a fresh head: run `make down` first", file=sys.stderr)
+        if switch.mode() != switch.running_mode():
+            print(f"{switch.ENV}={switch.mode()} takes effect on a fresh head (this one runs "
+                  f"{switch.running_mode()}): run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
         if profile.cluster.gcs_fault_tolerance:
@@ -148,6 +152,7 @@ def status(ops: OpsConfig) -> int:
     except Exception as err:  # Prometheus down is itself worth saying, not a crash
         print(f"Prometheus: not answering ({err})")
         return 1
+    print(f"instrumentation: {switch.running_mode()}")
     print(f"firing alerts: {len(firing) or 'none'}")
     for alert in firing:
         labels = alert["labels"]

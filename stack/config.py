@@ -262,6 +262,48 @@ class LoadTest(_Strict):
         return self
 
 
+class Goal(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Goal:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("a goal has exactly one of min and max")
+        return self
+
+    def met(self, value: float) -> bool:
+        return value >= self.min if self.min is not None else value <= self.max  # type: ignore[operator]
+
+    def __str__(self) -> str:
+        return f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
+
+
+class BenchMode(_Strict):
+    duration_s: float = Field(gt=0)  # each measured load run
+    warmup_s: float = Field(ge=0)
+    llm_prompts: int = Field(ge=1)  # vllm bench serve --num-prompts, per server
+    repeats: int = Field(ge=1)  # load runs per figure, alternating sides where the setup allows
+    chaos: Literal["all"] | list[str]  # experiments whose detection latency is measured
+
+
+class BenchLlm(_Strict):
+    input_tokens: int = Field(ge=1)
+    output_tokens: int = Field(ge=2)
+    concurrency: int = Field(ge=1)
+
+
+class Bench(_Strict):
+    goals: dict[str, Goal]
+    embed_text: str
+    latency_concurrency: int = Field(ge=1)
+    throughput_concurrency: int = Field(ge=1)
+    lists_concurrency: int = Field(ge=1)
+    llm: BenchLlm
+    instrumentation_routes: list[str]
+    modes: dict[Literal["full", "smoke"], BenchMode]
+
+
 class OpsConfig(_Strict):
     listen: Listen
     api: ApiLimits
@@ -271,6 +313,7 @@ class OpsConfig(_Strict):
     alerting: Alerting
     latency_buckets_ms: list[float]
     loadtest: LoadTest
+    bench: Bench
     profiles: dict[str, Profile]
 
     @model_validator(mode="after")

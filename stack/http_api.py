@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stack.api_errors import install
+from stack.observability import switch
 from stack.observability.request_observer import RequestObserver
 from stack.schemas import LIMITS
 
@@ -26,9 +27,11 @@ class SlashAtPrefix:
 
 
 def harden(app: FastAPI) -> FastAPI:
-    """What every serveops app gets: the error contract, then (outermost) the request observer."""
+    """What every serveops app gets: the error contract, then (outermost) the request observer,
+    unless instrumentation is off."""
     install(app, LIMITS.max_body_bytes)
-    app.add_middleware(RequestObserver)
+    if switch.enabled():
+        app.add_middleware(RequestObserver)
     return app
 
 

@@ -38,6 +38,7 @@ from starlette.responses import Response, StreamingResponse
 
 from stack import ROOT, api_errors
 from stack.http_api import harden
+from stack.observability import switch
 from stack.observability.logs import install_trace_log_filter
 from stack.observability.metrics import metrics
 from stack.observability.tracing import tracer
@@ -118,8 +119,10 @@ class ValidatingIngress(OpenAiIngress):
     async def _observed(self, body: ChatRequest | CompletionRequest, route: str, vllm_model: type,
                         handler: Callable[[Any, Request], Awaitable[Response]], request: Request) -> Response:
         """Run the stock handler with an llm.request span, token counts and time to first token."""
-        model = self._model_label(body.model)
         data = body.model_dump(exclude_unset=True)
+        if not switch.enabled():
+            return await handler(self._to_vllm(vllm_model, data), request)
+        model = self._model_label(body.model)
         client_wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:  # ask vLLM for the usage chunk; dropped again unless the client asked too
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,25 @@ def api(ops: OpsConfig, path: str, **params: str) -> Any:
 def firing_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
     """Alerts Prometheus holds as firing (not pending)."""
     return [a for a in api(ops, "/api/v1/alerts")["alerts"] if a.get("state") == "firing"]
+
+
+def parse_time(stamp: str) -> float:
+    """Unix seconds of a Prometheus RFC 3339 time, whose fraction may have nine digits."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + (float(f"0.{frac}") if frac else 0.0)
+
+
+def alert_active_at(ops: OpsConfig, alertname: str, labels: dict[str, str]) -> float | None:
+    """When Prometheus first saw the alert's condition hold (its activeAt), for a matching alert."""
+    for alert in api(ops, "/api/v1/alerts")["alerts"]:
+        have = alert["labels"]
+        if have.get("alertname") == alertname and all(have.get(k) == v for k, v in labels.items()):
+            return parse_time(alert["activeAt"])
+    return None
+
+
+def alert_for_s(ops: OpsConfig) -> dict[str, float]:
+    """Each loaded alerting rule's `for`, in seconds, as Prometheus runs it."""
+    return {rule["name"]: float(rule.get("duration", 0))
+            for group in api(ops, "/api/v1/rules", type="alert")["groups"] for rule in group["rules"]}
+

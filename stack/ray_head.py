@@ -14,6 +14,7 @@ import httpx
 
 from stack import gcs_store
 from stack.config import Cluster, Listen, OpsConfig
+from stack.observability import switch
 from stack.observability.tracing import TRACE_DIR_ENV, trace_dir
 
 BIN = Path(sys.executable).parent
@@ -64,18 +65,25 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
     Tracing goes through env vars rather than the Serve config's tracing_config, so that the proxy,
     which starts before any config is deployed, traces too and honours a client's traceparent.
     PROFILE_MEMORY=1 turns on Serve's memray hook for every replica from start-up.
+    SERVEOPS_INSTRUMENTATION=off leaves tracing unset (Serve then traces nothing).
     """
     base = dict(os.environ if base is None else base)
     env = {
         **base,
         **cluster.env,
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.observability.tracing:span_processors",
-        "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
-        TRACE_DIR_ENV: str(trace_dir()),
+        switch.ENV: switch.mode(base),
         # Latency objectives must be bucket boundaries (the ops config checks they are).
         "RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS": ",".join(f"{b:g}" for b in ops.latency_buckets_ms),
     }
+    if switch.enabled(base):
+        env.update({
+            "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.observability.tracing:span_processors",
+            "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
+            TRACE_DIR_ENV: str(trace_dir()),
+        })
+    else:
+        env.pop("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", None)
     if cluster.gcs_fault_tolerance:
         env.update(gcs_store.ray_env(ops))
     if memory_profiling_requested(base):
@@ -85,11 +93,13 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
 
 def start(ops: OpsConfig, cluster: Cluster, log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = head_env(ops, cluster)
     with log.open("w") as out:
-        proc = subprocess.run(start_command(ops.listen, cluster), env=head_env(ops, cluster),
-                              stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(start_command(ops.listen, cluster), env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")
+    switch.record(env[switch.ENV])
 
 
 def cmdlines() -> Iterator[tuple[int, str]]:

@@ -17,11 +17,14 @@ from stack.profile import select
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the clean-load checks first, before any test injects a fault or a 5xx, and the chaos
-    experiments last: they kill, stop and redeploy replicas (sort is stable, so their order holds)."""
+    """Run the clean-load checks first, before any test injects a fault or a 5xx, then the chaos
+    experiments: they kill, stop and redeploy replicas (sort is stable, so their order holds). The
+    bench goes last: it restarts the stack to switch instrumentation off and on."""
+    phases = {"test_clean_load": 0, "live.test_chaos": 2, "live.test_bench": 3}
+
     def phase(item: pytest.Item) -> int:
         name = item.module.__name__
-        return 0 if name.endswith("test_clean_load") else 2 if name.endswith("live.test_chaos") else 1
+        return next((p for suffix, p in phases.items() if name.endswith(suffix)), 1)
 
     items.sort(key=phase)
 

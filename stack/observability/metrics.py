@@ -14,9 +14,12 @@ Label cardinality is bounded by construction; no raw user value becomes a label 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ray.serve.metrics import Counter, Histogram
+
+from stack.observability import switch
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/embed", "/classify", "/predict")
 LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
@@ -41,9 +44,20 @@ class Metrics:
     llm_ttft_ms: Histogram
 
 
+class _Off:
+    """Stands in for every metric when instrumentation is off."""
+
+    def inc(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    observe = inc
+
+
 @functools.cache
 def metrics() -> Metrics:
     """Created on first use inside the replica, where Ray can register them."""
+    if not switch.enabled():
+        return Metrics(**{f.name: _Off() for f in fields(Metrics)})  # type: ignore[arg-type]
     return Metrics(
         requests=Counter("serveops_requests", "Requests by route, outcome and error class.",
                          tag_keys=("route", "outcome", "error_class")),

@@ -16,13 +16,11 @@ from stack import ROOT
 from stack.config import OpsConfig
 
 pytestmark = pytest.mark.live
-# Cheap and harmless first; the memory surge, which may take the LLM engine with it, last.
-ORDER = ["rolling-update", "bad-rollout", "replica-crash", "hung-replica", "oscillation", "head-partition",
-         "oom"]
+ORDER = experiment.in_run_order()  # make chaos's order: the memory surge last
 
 
-def test_order_covers_every_experiment() -> None:
-    assert sorted(ORDER) == experiment.names()
+def test_run_order_places_every_experiment() -> None:
+    assert sorted(experiment.RUN_ORDER) == experiment.names()
 
 
 @pytest.mark.parametrize("name", ORDER)

@@ -1,0 +1,1 @@
+"""`make bench`: serving efficiency, LLM overhead, instrumentation cost and detection latency."""
