@@ -1,6 +1,7 @@
 """What instrumentation costs: the same routes with serveops' metrics and tracing (sampling 1.0) on
 and off. Switching needs a fresh head (the proxy reads tracing settings at start), so the runs go
-full, off, full: the two full runs bracket the off run, and drift between them shows as noise.
+full, off, full (off, full again per further repeat): every off run sits between two full ones, and
+drift between them shows as noise.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"full": [], "off": []}
     if switch.running_mode() != "full":
         restart("full", log)
-    for side in ("full", "off", "full"):
+    order = ["full", *["off", "full"] * mode.repeats]  # each off run between two full ones
+    for side in order:
         if side != switch.running_mode():
             restart(side, log)
         runs[side].append(measure(ops, mode))
@@ -64,7 +66,7 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
         per_route[route] = {"latency_ratio": round(full["p50_ms"] / off["p50_ms"], 3),
                             "throughput_ratio": round(full["ok_per_s"] / off["ok_per_s"], 3), "runs": seen}
     inputs = {"routes": ops.bench.instrumentation_routes,
-              "order": "full, off, full (a fresh head each switch)",
+              "order": ", ".join(order) + " (a fresh head each switch)",
               "full_means": "custom metrics, request observer, spans at sampling "
                             f"{ops.observability.tracing_sampling_ratio}",
               "latency_concurrency": ops.bench.latency_concurrency,
