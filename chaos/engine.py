@@ -92,7 +92,10 @@ def detect(ctx: Context, result: Result) -> None:
         active = active_alerts(ctx.ops)
         for expected in [e for e in pending if any(matches(a, e) for a in active)]:
             result.detect_s[describe(expected)] = round(time.time() - injected, 1)
-            since = monitoring.alert_active_at(ctx.ops, expected.alert, expected.labels)
+            # Prometheus' own view of the alert (same labels), for its activeAt.
+            in_prometheus = monitoring.api(ctx.ops, "/api/v1/alerts")["alerts"]
+            since = next((monitoring.parse_time(a["activeAt"])
+                          for a in in_prometheus if matches(a, expected)), None)
             result.condition_s[describe(expected)] = None if since is None else round(since - injected, 1)
             ctx.log(f"detected: {describe(expected)} active in Alertmanager after "
                     f"{result.detect_s[describe(expected)]}s")

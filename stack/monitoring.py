@@ -130,15 +130,6 @@ def parse_time(stamp: str) -> float:
     return datetime.fromisoformat(head + "+00:00").timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 
-def alert_active_at(ops: OpsConfig, alertname: str, labels: dict[str, str]) -> float | None:
-    """When Prometheus first saw the alert's condition hold (its activeAt), for a matching alert."""
-    for alert in api(ops, "/api/v1/alerts")["alerts"]:
-        have = alert["labels"]
-        if have.get("alertname") == alertname and all(have.get(k) == v for k, v in labels.items()):
-            return parse_time(alert["activeAt"])
-    return None
-
-
 def alert_for_s(ops: OpsConfig) -> dict[str, float]:
     """Each loaded alerting rule's `for`, in seconds, as Prometheus runs it."""
     return {rule["name"]: float(rule.get("duration", 0))
