@@ -5,16 +5,16 @@ SYS_PY := $(shell command -v python3.11 || command -v python3)
 .PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards k8s runbook chaos preflight bench
 
 setup:
-	@$(SYS_PY) -m stack.bootstrap
+	@$(SYS_PY) -m stack.local.bootstrap
 
 up: setup
-	@$(PY) -m stack.cluster up
+	@$(PY) -m stack.local.cluster up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m stack.cluster down; else echo "no .venv: nothing was started"; fi
+	@if [ -x $(PY) ]; then $(PY) -m stack.local.cluster down; else echo "no .venv: nothing was started"; fi
 
 status:
-	@$(PY) -m stack.cluster status
+	@$(PY) -m stack.local.cluster status
 
 loadtest: setup
 	@$(PY) -m loadtests.run
@@ -37,11 +37,11 @@ test: setup
 
 # Spans of one trace from the local sink: make traces TRACE_ID=<32 hex digits>
 traces: setup
-	@$(PY) -m stack.observability.traces_cli $(TRACE_ID)
+	@$(PY) -m stack.tools.traces $(TRACE_ID)
 
 # memray on a live replica: make memprofile [DEPLOYMENT=Embedder] [SECONDS=10]
 memprofile: setup
-	@$(PY) -m stack.observability.memprofile --deployment $(or $(DEPLOYMENT),Embedder) --seconds $(or $(SECONDS),10)
+	@$(PY) -m stack.tools.memprofile --deployment $(or $(DEPLOYMENT),Embedder) --seconds $(or $(SECONDS),10)
 
 # Rule files from stack/ops.yaml, then promtool check rules and promtool test rules.
 alerts: setup
@@ -61,7 +61,7 @@ runbook: setup
 
 # The guide's production checklist against the ops config and the live stack: pass or fail per item.
 preflight: setup
-	@$(PY) -m stack.preflight
+	@$(PY) -m stack.tools.preflight
 
 # Chaos experiments (chaos/experiments/*.yaml) against the local stack: make chaos runs all with short
 # timings; make chaos-<name> runs one. Reports under reports/chaos-<name>-<ts>/.

@@ -10,8 +10,8 @@ from typing import Any
 
 from chaos.context import Context
 from chaos.load import Load, SquareWave
-from stack import rollout, second_node, serve_deploy
-from stack.ray_head import local_pid
+from stack.local import rollout, second_node, serve_deploy
+from stack.local.ray_head import local_pid
 
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}

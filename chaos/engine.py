@@ -14,8 +14,9 @@ from chaos.context import Context
 from chaos.experiment import ExpectedAlert, Experiment, Mode, Step
 from chaos.load import Load
 from runbooks import book, execute
-from stack import monitoring, rollout
+from stack import prom
 from stack.config import OpsConfig
+from stack.local import rollout
 
 POLL_S = 1.0
 RESOLVE_WAIT_S = 17 * 60  # the longest lookback of an expected alert (15m) and an evaluation or two
@@ -93,8 +94,8 @@ def detect(ctx: Context, result: Result) -> None:
         for expected in [e for e in pending if any(matches(a, e) for a in active)]:
             result.detect_s[describe(expected)] = round(time.time() - injected, 1)
             # Prometheus' own view of the alert (same labels), for its activeAt.
-            in_prometheus = monitoring.api(ctx.ops, "/api/v1/alerts")["alerts"]
-            since = next((monitoring.parse_time(a["activeAt"])
+            in_prometheus = prom.api(ctx.ops, "/api/v1/alerts")["alerts"]
+            since = next((prom.parse_time(a["activeAt"])
                           for a in in_prometheus if matches(a, expected)), None)
             result.condition_s[describe(expected)] = None if since is None else round(since - injected, 1)
             ctx.log(f"detected: {describe(expected)} active in Alertmanager after "

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from chaos.context import Context
-from stack import monitoring, second_node, serve_deploy
-from stack.ray_head import BIN
+from stack import prom
+from stack.local import second_node, serve_deploy
+from stack.local.ray_head import BIN
 
 Probe = Callable[..., tuple[bool, str]]
 PROBES: dict[str, Probe] = {}
@@ -91,7 +92,7 @@ def target_changes(ctx: Context, at: float, window_s: float) -> int:
     t = ctx.exp.target
     expr = (f'max(changes(ray_serve_autoscaling_target_replicas{{application="{t.app}",'
             f'deployment="{t.deployment}"}}[{int(window_s)}s]))')
-    result = monitoring.api(ctx.ops, "/api/v1/query", query=expr, time=f"{at:.3f}")["result"]
+    result = prom.api(ctx.ops, "/api/v1/query", query=expr, time=f"{at:.3f}")["result"]
     return int(float(result[0]["value"][1])) if result else 0
 
 

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 
 from chaos.context import Context
 from chaos.engine import Result
-from loadtests.prom_history import Series, query_range
-from loadtests.stats import percentile
+from stack.prom import Series, query_range
+from stack.stats import percentile
 
 WINDOW_S = 2.0
 MARK_COLORS = {"inject": "red", "fault": "darkred", "detected": "orange", "healed": "green",

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from chaos import engine, experiment, report, safety
-from stack import ROOT, second_node
+from stack import ROOT
 from stack.config import load
+from stack.local import second_node
 
 
 def one(name: str, short: bool, reports: Path) -> engine.Result:

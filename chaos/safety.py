@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from stack import rollout
 from stack.config import OpsConfig
-from stack.ray_head import local_pid
+from stack.local import rollout
+from stack.local.ray_head import local_pid
 
 FORCE_ENV = "CHAOS_FORCE"
 

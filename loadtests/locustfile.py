@@ -25,8 +25,8 @@ from loadtests import routes
 from loadtests.settings import resolve
 from loadtests.shapes import at
 from stack.config import load
-from stack.models.tenants import N_FEATURES, TENANTS
 from stack.profile import select
+from stack.serving.models.tenants import N_FEATURES, TENANTS
 
 OPS = load()
 SETTINGS = resolve(OPS)

@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from loadtests import routes
-from loadtests.prom_history import History, Series
-from loadtests.stats import percentile
 from loadtests.summary import Run, Sample
+from stack.prom import History, Series
+from stack.stats import percentile
 
 Windows = dict[str, dict[float, list[Sample]]]
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import gate, plots, prom_history
+from loadtests import gate, plots
 from loadtests.settings import Settings, SettingsError, resolve
 from loadtests.stack_client import ensure_up
 from loadtests.summary import Run, summarize, table
-from stack import ROOT
+from stack import ROOT, prom
 from stack.config import OpsConfig, load
-from stack.models.tenants import N_FEATURES, TENANTS
 from stack.polling import eventually
+from stack.serving.models.tenants import N_FEATURES, TENANTS
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 # One valid request per task, sent before the run so a replica scaled to zero or a model not yet
@@ -105,7 +105,7 @@ def main() -> int:
         return 2
     run = Run.parse(json.loads(samples.read_text()))
     time.sleep(ops.observability.scrape_interval_s)  # let Prometheus scrape the run's last seconds
-    history = prom_history.fetch(ops, run.started, time.time())
+    history = prom.fetch(ops, run.started, time.time())
     summary = summarize(run, ops.loadtest.locust_cpu_warn_percent)
     verdicts = gate.evaluate(ops, run)
     pngs = plots.draw_all(run, history, ops.loadtest.plot_window_s, out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from stack import cluster
 from stack.config import OpsConfig
+from stack.local import cluster
 from stack.profile import select
 
 

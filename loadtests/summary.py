@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtests import routes
-from loadtests.stats import percentile
+from stack.stats import percentile
 
 
 @dataclass(frozen=True)

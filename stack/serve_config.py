@@ -25,9 +25,9 @@ HEADER = "# Generated from stack/ops.yaml by `python -m stack.serve_config`. Do 
 LLM_APP = "llm"
 # The non-LLM applications: name -> (route prefix, builder). Routes are a contract, not a setting.
 MODEL_APPS = {
-    "embed": ("/embed", "stack.apps:embed_app"),
-    "classify": ("/classify", "stack.apps:classify_app"),
-    "predict": ("/predict", "stack.apps:predict_app"),
+    "embed": ("/embed", "stack.serving.apps:embed_app"),
+    "classify": ("/classify", "stack.serving.apps:classify_app"),
+    "predict": ("/predict", "stack.serving.apps:predict_app"),
 }
 
 
@@ -39,7 +39,7 @@ def llm_application(profile: Profile) -> dict[str, Any]:
     return {
         "name": LLM_APP,
         "route_prefix": "/",
-        "import_path": "stack.llm_app:build_app",
+        "import_path": "stack.serving.llm_app:build_app",
         "runtime_env": {"env_vars": dict(profile.cluster.env)},
         "args": {
             "llm_configs": [m.to_llm_config() for m in profile.llm.models],
@@ -72,7 +72,7 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
-        # JSON lines, each with Serve's request_id; stack.observability.logs adds the trace id.
+        # JSON lines, each with Serve's request_id; stack.serving.observability.logs adds the trace id.
         "logging_config": {"encoding": "JSON", "log_level": "INFO", "enable_access_log": True},
         "applications": [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)],
     }

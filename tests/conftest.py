@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from loadtests.stack_client import models
-from stack import cluster, ray_head
 from stack.config import OpsConfig, load
+from stack.local import cluster, ray_head
 from stack.profile import select
 
 

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from alerts import generate
 from alerts.rule import SEVERITIES
-from stack import ROOT, ray_head
+from stack import ROOT
 from stack.config import OPS_PATH, load, parse
+from stack.local import ray_head
 
 
 def all_alerts() -> list[dict]:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from stack.api_errors import field_path, install
+from stack.serving.api_errors import field_path, install
 
 
 class Body(BaseModel):

@@ -13,10 +13,11 @@ import pytest
 from pydantic import ValidationError
 
 from loadtests.bench import cpu, llm, results, run, wrk
-from stack import monitoring, ray_head
+from stack import prom
 from stack.config import Goal, load
-from stack.observability import metrics as serveops_metrics
-from stack.observability import switch
+from stack.local import ray_head
+from stack.serving.observability import metrics as serveops_metrics
+from stack.serving.observability import switch
 
 
 class _Batches(BaseHTTPRequestHandler):
@@ -173,5 +174,5 @@ def test_instrumentation_switch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_prometheus_times_with_nanoseconds() -> None:
-    assert monitoring.parse_time("2026-11-27T21:00:00.123456789Z") == pytest.approx(1795813200.123456789)
-    assert monitoring.parse_time("2026-11-27T21:00:00Z") == 1795813200.0
+    assert prom.parse_time("2026-11-27T21:00:00.123456789Z") == pytest.approx(1795813200.123456789)
+    assert prom.parse_time("2026-11-27T21:00:00Z") == 1795813200.0

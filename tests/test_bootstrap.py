@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stack import bootstrap
+from stack.local import bootstrap
 
 
 def test_current_stamp_means_no_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry, generate_latest
 
 from stack import ROOT
-from stack.observability import gpu
+from stack.local import gpu_exporter as gpu
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "nvml-reading-h200.json").read_text())
 
@@ -83,7 +83,7 @@ def test_unsupported_ecc_is_absent_not_zero() -> None:
 
 def test_no_gpu_means_no_exporter() -> None:
     # This machine has no NVIDIA driver: the exporter refuses to start, so the series are absent.
-    out = subprocess.run([sys.executable, "-m", "stack.observability.gpu"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stack.local.gpu_exporter"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 3
     assert "no NVIDIA GPU" in out.stdout

@@ -21,10 +21,11 @@ from ray.serve.schema import ServeDeploySchema
 
 from alerts import generate as alert_rules
 from dashboards import generate as dashboards
-from stack import ROOT, gcs_store, ray_head, serve_config
+from stack import ROOT, serve_config
 from stack.config import load
 from stack.k8s import MANIFESTS_DIR, NAMESPACE, PROFILE, RAY_VERSION, RAYSERVICE, promtail, sizing
 from stack.k8s.generate import HEADER, PROMTAIL_CONFIG
+from stack.local import gcs_store, ray_head
 from tests import crd_schema, promtail_stage
 
 FILES = sorted(MANIFESTS_DIR.glob("*.yaml"))

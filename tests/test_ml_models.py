@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 
-from stack.models import SENTIMENT, TENANT_STORE, minilm, sentiment, tenants
+from stack.serving.models import SENTIMENT, TENANT_STORE, minilm, sentiment, tenants
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from stack import monitoring
 from stack.config import load
+from stack.local import monitoring
 
 
 def check(tool: list[str], path: Path) -> subprocess.CompletedProcess:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from stack import daemons, ray_head
 from stack.config import load
-from stack.observability.metrics import outcome, route_label
-from stack.observability.traces_cli import as_tree, render
+from stack.local import daemons, ray_head
+from stack.serving.observability.metrics import outcome, route_label
+from stack.tools.traces import as_tree, render
 
 
 def span(span_id: str, parent: str | None, name: str, start: int) -> dict:
@@ -35,7 +35,8 @@ def test_head_env_wires_tracing_and_memory_profiling() -> None:
     ops = load()
     cluster = ops.profile("cpu").cluster
     env = ray_head.head_env(ops, cluster, base={"PATH": "/bin"})
-    assert env["RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"] == "stack.observability.tracing:span_processors"
+    exporter = env["RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"]
+    assert exporter == "stack.serving.observability.tracing:span_processors"
     assert float(env["RAY_SERVE_TRACING_SAMPLING_RATIO"]) == ops.observability.tracing_sampling_ratio
     assert "RAY_SERVE_ENABLE_MEMORY_PROFILING" not in env
     profiled = ray_head.head_env(ops, cluster, base={"PROFILE_MEMORY": "1"})

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from alerts.generate import RULES_FILE
-from stack import ROOT, preflight, serve_config
+from stack import ROOT, serve_config
 from stack.config import OPS_PATH, OpsConfig, load
-from stack.preflight import Context, Live
+from stack.tools import preflight
+from stack.tools.preflight import Context, Live
 
 GIB = 1024**3
 LLM = "llm/LLMServer:tiny-llama"
@@ -185,7 +186,7 @@ def _cli(tmp_path: Path, raw: dict[str, Any], profile: str, *args: str) -> subpr
     path = tmp_path / "ops.yaml"
     path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "SERVEOPS_CONFIG": str(path), "PROFILE": profile}
-    return subprocess.run([sys.executable, "-m", "stack.preflight", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "stack.tools.preflight", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

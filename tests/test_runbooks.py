@@ -13,7 +13,8 @@ from ray.serve.schema import DeploymentSchema
 
 from runbooks import execute
 from runbooks.book import RUNBOOKS_DIR, SECTIONS, Runbook, Step, load, names
-from stack import ROOT, cli
+from stack import ROOT
+from stack.tools import cli
 
 FAILURE_CASES = ("OOMFailureSpiral", "GPUMemoryFragmentation", "NCCLErrors", "RayServiceFailedState",
                  "BadModelUpdate", "HeadNodePartition", "ServeAutoscalerOscillation")

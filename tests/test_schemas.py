@@ -6,7 +6,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from stack.config import load
-from stack.schemas import ChatRequest, ClassifyRequest, EmbedRequest, PredictRequest, TenantId
+from stack.serving.schemas import ChatRequest, ClassifyRequest, EmbedRequest, PredictRequest, TenantId
 
 LIMITS = load().api
 

@@ -11,8 +11,8 @@ from ray.serve.schema import ServeDeploySchema
 
 from stack import ROOT, serve_config
 from stack.config import load
-from stack.llm_app import resolve_source, with_resolved_sources
 from stack.profile import PROFILES
+from stack.serving.llm_app import resolve_source, with_resolved_sources
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -38,7 +38,7 @@ def test_serve_accepts_the_file(profile: str) -> None:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_deployment_names_match_the_code(profile: str) -> None:
-    from stack import apps
+    from stack.serving import apps
 
     builders = {"embed": apps.embed_app, "classify": apps.classify_app, "predict": apps.predict_app}
     config = serve_config.build(load(), profile)

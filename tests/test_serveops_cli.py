@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stack import cli
 from stack.config import OpsConfig, load
+from stack.tools import cli
 
 
 @pytest.fixture(scope="module")

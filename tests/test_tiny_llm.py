@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from stack import ROOT
-from stack.models import tiny_llm
+from stack.serving.models import tiny_llm
 
 BUILT = ROOT / ".models" / "tiny-llama"
 

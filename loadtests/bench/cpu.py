@@ -6,7 +6,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from stack.ray_head import cmdlines
+from stack.local.ray_head import cmdlines
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from chaos import experiment
 from chaos import run as chaos_run
-from stack import monitoring
+from stack import prom
 from stack.config import BenchMode, OpsConfig
 
 
 def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
     names = experiment.in_run_order() if mode.chaos == "all" else list(mode.chaos)
-    for_s = monitoring.alert_for_s(ops)
+    for_s = prom.alert_for_s(ops)
     interval_s = ops.observability.scrape_interval_s + ops.observability.evaluation_interval_s
     alerts: dict[str, dict[str, Any]] = {}
     failed = []

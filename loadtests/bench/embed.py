@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from loadtests.bench import cpu, raw_bert, wrk
-from stack import rollout
 from stack.config import BenchMode, OpsConfig
+from stack.local import rollout
 
 APP, DEPLOYMENT = "embed", "Embedder"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.bench import wrk
-from stack import second_node
 from stack.config import BenchMode, OpsConfig
-from stack.observability import switch
+from stack.local import second_node
+from stack.serving.observability import switch
 
 
 def restart(mode: str, log: Path) -> None:
@@ -25,12 +25,12 @@ def restart(mode: str, log: Path) -> None:
     env = {**os.environ, switch.ENV: mode, **({"NODES": "2"} if second_node.exists() else {})}
     with log.open("a") as out:
         for action in ("down", "up"):
-            out.write(f"\n== stack.cluster {action} ({switch.ENV}={mode})\n")
+            out.write(f"\n== stack.local.cluster {action} ({switch.ENV}={mode})\n")
             out.flush()
-            proc = subprocess.run([sys.executable, "-m", "stack.cluster", action], env=env, stdout=out,
+            proc = subprocess.run([sys.executable, "-m", "stack.local.cluster", action], env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
             if proc.returncode != 0:
-                raise RuntimeError(f"stack.cluster {action} with {switch.ENV}={mode} exited "
+                raise RuntimeError(f"stack.local.cluster {action} with {switch.ENV}={mode} exited "
                                    f"{proc.returncode}; see {log}")
 
 

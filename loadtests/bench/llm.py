@@ -25,8 +25,8 @@ import httpx
 from loadtests import vllm_bench
 from loadtests.bench import cpu
 from stack.config import BenchLlm, BenchMode, LLMModel, OpsConfig
-from stack.llm_app import resolve_source
-from stack.ray_head import local_pid
+from stack.local.ray_head import local_pid
+from stack.serving.llm_app import resolve_source
 
 THREAD_ENV = ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY")
 

@@ -11,7 +11,7 @@ from typing import Any
 def _model() -> Any:
     import torch
 
-    from stack.models.minilm import MiniLM
+    from stack.serving.models.minilm import MiniLM
 
     return MiniLM("cuda" if torch.cuda.is_available() else "cpu")
 

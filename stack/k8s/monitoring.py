@@ -10,8 +10,8 @@ import yaml
 from stack.config import OpsConfig
 from stack.k8s import NAMESPACE, metadata
 
-# The job name of the local scrape config (stack/monitoring.py); RayMetricsTargetDown and RayMetricsAbsent
-# select up{job="ray"}, so the cluster's targets must carry it too.
+# The job name of the local scrape config (stack/local/monitoring.py); RayMetricsTargetDown and
+# RayMetricsAbsent select up{job="ray"}, so the cluster's targets must carry it too.
 RAY_JOB = "ray"
 # Port names each PodMonitor scrapes; the Ray containers declare them (stack/k8s/rayservice.py).
 SCRAPED_PORTS = {"head": ("metrics", "as-metrics", "dash-metrics"), "worker": ("metrics",)}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from stack import gcs_store, ray_head, serve_config
+from stack import serve_config
 from stack.config import OpsConfig
 from stack.k8s import IMAGE, PROFILE, RAY_VERSION, RAYSERVICE, labels, metadata, promtail, redis, sizing
-from stack.observability.tracing import TRACE_DIR_ENV
+from stack.local import gcs_store, ray_head
+from stack.serving.observability.tracing import TRACE_DIR_ENV
 
 # Inside a pod the proxy must listen on the pod's address: KubeRay's serve Service sends traffic to the
 # pod IP, and a proxy on loopback would never get it. The pod network, not the bind address, is the
@@ -125,7 +126,7 @@ def rayservice(ops: OpsConfig, groups: list[sizing.GroupSize]) -> dict[str, Any]
     if ops.profile(PROFILE).cluster.gcs_fault_tolerance:
         # KubeRay's GCS fault tolerance: the GCS keeps its tables in this Redis, so a restarted head pod
         # recovers the cluster and Serve's applications while the workers keep serving. KubeRay sets
-        # RAY_REDIS_ADDRESS and the storage namespace on the head, as stack.gcs_store does locally.
+        # RAY_REDIS_ADDRESS and the storage namespace on the head, as stack.local.gcs_store does locally.
         cluster_config["gcsFaultToleranceOptions"] = {"redisAddress": redis.ADDRESS,
                                                       "externalStorageNamespace": gcs_store.NAMESPACE}
     return {

@@ -6,9 +6,9 @@ set -euo pipefail
 OUT=${OUT:-$(mktemp -d)}
 PY=${PY:-python3}
 nvidia-smi -L
-$PY -m stack.observability.gpu --check
-$PY -m stack.observability.gpu --record "$OUT/nvml-reading.json"
-$PY -m stack.observability.gpu --port 9401 &
+$PY -m stack.local.gpu_exporter --check
+$PY -m stack.local.gpu_exporter --record "$OUT/nvml-reading.json"
+$PY -m stack.local.gpu_exporter --port 9401 &
 exporter=$!
 trap 'kill $exporter 2>/dev/null || true' EXIT
 $PY - <<'PY' &

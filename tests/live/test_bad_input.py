@@ -10,8 +10,8 @@ import json
 import httpx
 import pytest
 
-from stack import serve_deploy
 from stack.config import load
+from stack.local import serve_deploy
 
 pytestmark = pytest.mark.live
 LIMITS = load().api

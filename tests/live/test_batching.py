@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from stack import ray_metrics
+from stack import prom
 from stack.config import OpsConfig
 
 pytestmark = pytest.mark.live
@@ -29,18 +29,18 @@ async def hammer(base: str) -> list[int]:
     return [s for sizes in results for s in sizes]
 
 
-def batches(samples: ray_metrics.Samples) -> float:
+def batches(samples: prom.Samples) -> float:
     # The histogram's count is exact; its exported sum is approximated from buckets, so texts are
     # counted from what was sent, all of it answered 200.
-    return ray_metrics.total(samples, "ray_serve_actual_batch_size_count", **EMBEDDER)
+    return prom.total(samples, "ray_serve_actual_batch_size_count", **EMBEDDER)
 
 
 def test_mean_batch_size_above_one(live_stack: OpsConfig, metrics_url: str) -> None:
     sent = CLIENTS * PER_CLIENT
-    before = batches(ray_metrics.scrape(metrics_url))
+    before = batches(prom.scrape(metrics_url))
     sizes = asyncio.run(hammer(live_stack.listen.serve_url))
     assert len(sizes) == sent and max(sizes) > 1
-    ran = ray_metrics.wait_settled(metrics_url, batches) - before
+    ran = prom.wait_settled(metrics_url, batches) - before
     assert 0 < ran < sent
     mean = sent / ran
     print(f"mean batch size {mean:.2f} over {ran:.0f} batches; largest {max(sizes)}")

@@ -15,7 +15,7 @@ import pytest
 
 from stack import ROOT
 from stack.config import OpsConfig
-from stack.observability import switch
+from stack.serving.observability import switch
 
 pytestmark = pytest.mark.live
 RATIOS = ("bert_serve_efficiency", "batching_gain", "texts_efficiency", "llm_throughput_ratio",

@@ -18,7 +18,7 @@ from alerts import generate as alert_rules
 from dashboards.catalog import all_dashboards
 from dashboards.spec import EVENT_ONLY_METRICS
 from stack.config import OpsConfig, load
-from stack.monitoring import api as prom
+from stack.prom import api as prom
 
 pytestmark = pytest.mark.live
 LOAD_S = 40

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from stack import ray_metrics
-from stack.models import TENANT_STORE
+from stack import prom
+from stack.serving.models import TENANT_STORE
 
 pytestmark = pytest.mark.live
 MSG = [{"role": "user", "content": "hello"}]
@@ -30,7 +30,7 @@ FAMILIES = {
 
 
 @pytest.fixture(scope="module")
-def after_traffic(http: httpx.Client, metrics_url: str) -> ray_metrics.Samples:
+def after_traffic(http: httpx.Client, metrics_url: str) -> prom.Samples:
     def ok(path: str, body: dict, **headers: str) -> None:
         r = http.post(path, json=body, headers=headers)
         assert r.status_code == 200, r.text
@@ -56,30 +56,30 @@ def after_traffic(http: httpx.Client, metrics_url: str) -> ray_metrics.Samples:
         assert r.status_code == 503 and r.json()["error"]["type"] == "model_load_failed"
     finally:
         broken.unlink()
-    return ray_metrics.wait_for(metrics_url, lambda s: all(any(n == f for n, _, _ in s) for f in FAMILIES))
+    return prom.wait_for(metrics_url, lambda s: all(any(n == f for n, _, _ in s) for f in FAMILIES))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_family_present_with_labels(after_traffic: ray_metrics.Samples, family: str) -> None:
+def test_family_present_with_labels(after_traffic: prom.Samples, family: str) -> None:
     samples = [labels for name, labels, _ in after_traffic if name == family]
     assert samples, f"{family} not exported"
     for labels in samples:
         assert FAMILIES[family] | {"application", "deployment", "replica"} <= set(labels), labels
 
 
-def test_validation_error_is_classified(after_traffic: ray_metrics.Samples) -> None:
-    assert ray_metrics.total(after_traffic, "ray_serveops_requests_total", route="/embed",
+def test_validation_error_is_classified(after_traffic: prom.Samples) -> None:
+    assert prom.total(after_traffic, "ray_serveops_requests_total", route="/embed",
                              outcome="client_error", error_class="string_too_short") >= 1
 
 
-def test_tenants_become_tiers(after_traffic: ray_metrics.Samples) -> None:
+def test_tenants_become_tiers(after_traffic: prom.Samples) -> None:
     tiers = {lab["tier"] for n, lab, _ in after_traffic if n == "ray_serveops_tenant_requests_total"}
     assert {"enterprise", "free"} <= tiers
     ours = [lab for n, lab, _ in after_traffic if n.startswith("ray_serveops_")]
     assert not any({"acme", "hooli"} & set(lab.values()) for lab in ours)
 
 
-def test_vllm_engine_metrics_exported(after_traffic: ray_metrics.Samples) -> None:
+def test_vllm_engine_metrics_exported(after_traffic: prom.Samples) -> None:
     names = {n for n, _, _ in after_traffic}
     # Counters and histograms; vLLM's gauges (running, waiting, KV cache) are refreshed only while the
     # engine works, so the clean-load test checks those under load.

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack.cluster import RAY_LOGS
-from stack.observability.tracing import TRACE_HEADER
+from stack.local.cluster import RAY_LOGS
 from stack.polling import eventually
+from stack.serving.observability.tracing import TRACE_HEADER
 from tests import promtail_stage
 
 pytestmark = pytest.mark.live

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from stack.models import SENTIMENT, minilm, tenants
+from stack.serving.models import SENTIMENT, minilm, tenants
 
 pytestmark = pytest.mark.live
 

@@ -10,15 +10,16 @@ import sys
 import httpx
 import pytest
 
-from stack import ROOT, monitoring
+from stack import ROOT, prom
 from stack.config import OpsConfig
+from stack.local import monitoring
 from stack.polling import eventually
 
 pytestmark = pytest.mark.live
 
 
 def query(ops: OpsConfig, promql: str) -> list[dict]:
-    return monitoring.api(ops, "/api/v1/query", query=promql)["result"]
+    return prom.api(ops, "/api/v1/query", query=promql)["result"]
 
 
 def test_prometheus_scrapes_ray_on_loopback(live_stack: OpsConfig) -> None:
@@ -55,6 +56,6 @@ def test_alert_reaches_the_receiver(live_stack: OpsConfig) -> None:
 
 
 def test_status_lists_firing_alerts(live_stack: OpsConfig) -> None:
-    out = subprocess.run([sys.executable, "-m", "stack.cluster", "status"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stack.local.cluster", "status"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert "firing alerts:" in out.stdout

@@ -11,8 +11,9 @@ import copy
 import pytest
 from openai import OpenAI
 
-from stack import serve_config, serve_deploy
+from stack import serve_config
 from stack.config import OpsConfig
+from stack.local import serve_deploy
 from stack.profile import select
 
 pytestmark = pytest.mark.live

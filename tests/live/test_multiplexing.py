@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from stack import ray_metrics
+from stack import prom
 from stack.config import OpsConfig
-from stack.models import tenants
 from stack.profile import select
+from stack.serving.models import tenants
 
 pytestmark = pytest.mark.live
 PREDICT = {"application": "predict", "deployment": "TenantModels"}
@@ -30,20 +30,20 @@ def test_lru_eviction_shows_in_metrics(http: httpx.Client, live_stack: OpsConfig
     # Whatever the cache holds now, after one full cycle it holds the last `cap` tenants; from then
     # on, cycling more tenants than it holds misses (and evicts) on every request.
     cycle()  # it loads at least len(ids) - cap models, so the baseline moves before it settles
-    loads0 = ray_metrics.wait_settled(metrics_url, lambda s: ray_metrics.total(s, LOADS, **PREDICT))
-    unloads0 = ray_metrics.total(ray_metrics.scrape(metrics_url), UNLOADS, **PREDICT)
+    loads0 = prom.wait_settled(metrics_url, lambda s: prom.total(s, LOADS, **PREDICT))
+    unloads0 = prom.total(prom.scrape(metrics_url), UNLOADS, **PREDICT)
     cycle()
     expected_loads = len(ids)
 
-    def settled(s: ray_metrics.Samples) -> bool:  # counters and the gauge are exported separately
-        return (ray_metrics.total(s, LOADS, **PREDICT) - loads0 >= expected_loads
-                and ray_metrics.total(s, UNLOADS, **PREDICT) - unloads0 >= expected_loads
-                and ray_metrics.total(s, "ray_serve_num_multiplexed_models", **PREDICT) == cap)
+    def settled(s: prom.Samples) -> bool:  # counters and the gauge are exported separately
+        return (prom.total(s, LOADS, **PREDICT) - loads0 >= expected_loads
+                and prom.total(s, UNLOADS, **PREDICT) - unloads0 >= expected_loads
+                and prom.total(s, "ray_serve_num_multiplexed_models", **PREDICT) == cap)
 
-    after = ray_metrics.wait_for(metrics_url, settled)
-    assert ray_metrics.total(after, LOADS, **PREDICT) - loads0 >= expected_loads
-    assert ray_metrics.total(after, UNLOADS, **PREDICT) - unloads0 >= expected_loads
-    assert ray_metrics.total(after, "ray_serve_num_multiplexed_models", **PREDICT) == cap
+    after = prom.wait_for(metrics_url, settled)
+    assert prom.total(after, LOADS, **PREDICT) - loads0 >= expected_loads
+    assert prom.total(after, UNLOADS, **PREDICT) - unloads0 >= expected_loads
+    assert prom.total(after, "ray_serve_num_multiplexed_models", **PREDICT) == cap
 
 
 def test_unknown_tenant_is_404(http: httpx.Client) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from stack import ray_metrics
+from stack import prom
 
 pytestmark = pytest.mark.live
 STAGES = [("classify", d) for d in ("Pipeline", "Preprocessor", "Classifier", "Postprocessor")]
@@ -13,21 +13,21 @@ CALLED = [*STAGES, ("embed", "Embedder")]
 N = 5
 
 
-def counts(samples: ray_metrics.Samples) -> dict[tuple[str, str], float]:
-    return {(app, dep): ray_metrics.total(samples, "ray_serve_deployment_request_counter_total",
+def counts(samples: prom.Samples) -> dict[tuple[str, str], float]:
+    return {(app, dep): prom.total(samples, "ray_serve_deployment_request_counter_total",
                                           application=app, deployment=dep) for app, dep in CALLED}
 
 
 def test_classify_runs_every_stage(http: httpx.Client, metrics_url: str) -> None:
-    before = counts(ray_metrics.scrape(metrics_url))
+    before = counts(prom.scrape(metrics_url))
     for i in range(N):
         r = http.post("/classify", json={"text": f"pipeline check {i}: everything is great"})
         assert r.status_code == 200, r.text
 
-    def all_counted(samples: ray_metrics.Samples) -> bool:
+    def all_counted(samples: prom.Samples) -> bool:
         now = counts(samples)
         return all(now[k] - before[k] >= N for k in CALLED)
 
-    after = counts(ray_metrics.wait_for(metrics_url, all_counted))
+    after = counts(prom.wait_for(metrics_url, all_counted))
     for key in CALLED:
         assert after[key] - before[key] >= N, f"{key} saw {after[key] - before[key]} of {N} requests"

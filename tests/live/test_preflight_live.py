@@ -15,8 +15,8 @@ pytestmark = pytest.mark.live
 
 
 def test_preflight_passes_on_the_live_stack(live_stack: OpsConfig) -> None:
-    out = subprocess.run([sys.executable, "-m", "stack.preflight"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-m", "stack.tools.preflight"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     items = re.findall(r"^(PASS|FAIL|N/A) +(\d)\. .*\n +(.+)$", out.stdout, re.M)
     assert [n for _, n, _ in items] == [str(i) for i in range(1, 9)], out.stdout

@@ -11,7 +11,7 @@ import pytest
 from dashboards.spec import EVENT_ONLY_METRICS
 from runbooks.book import load, names
 from runbooks.execute import execute
-from stack import ROOT, monitoring
+from stack import ROOT, prom
 from stack.config import OpsConfig
 
 pytestmark = pytest.mark.live
@@ -36,7 +36,7 @@ def expressions() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def known_metrics(live_stack: OpsConfig) -> set[str]:
-    return set(monitoring.api(live_stack, "/api/v1/label/__name__/values"))
+    return set(prom.api(live_stack, "/api/v1/label/__name__/values"))
 
 
 @pytest.mark.parametrize("name", names())
@@ -61,7 +61,7 @@ def test_diagnosis_runs_clean(live_stack: OpsConfig, name: str) -> None:
 @pytest.mark.parametrize(("where", "expr"), expressions())
 def test_promql_is_valid_and_reads_known_metrics(live_stack: OpsConfig, known_metrics: set[str],
                                                  where: str, expr: str) -> None:
-    monitoring.api(live_stack, "/api/v1/query", query=expr)  # raises on a query Prometheus refuses
+    prom.api(live_stack, "/api/v1/query", query=expr)  # raises on a query Prometheus refuses
     used = set(METRIC.findall(re.sub(r'"[^"]*"', '""', expr)))
     unknown = sorted(used - known_metrics - set(NOT_YET))
     assert not unknown, f"{where}: no such metric in Prometheus: {unknown}"

@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
-from stack import cluster, monitoring, second_node
+from stack import prom
 from stack.config import OpsConfig
+from stack.local import cluster, second_node
+from stack.local.ray_head import BIN
 from stack.polling import eventually
 from stack.profile import select
-from stack.ray_head import BIN
 
 pytestmark = pytest.mark.live
 
@@ -24,7 +25,7 @@ def active_nodes(ops: OpsConfig) -> int:
 
 
 def scraped(ops: OpsConfig, address: str) -> bool:
-    targets = monitoring.api(ops, "/api/v1/targets")["activeTargets"]
+    targets = prom.api(ops, "/api/v1/targets")["activeTargets"]
     return any(t["labels"].get("instance") == address and t["health"] == "up" for t in targets)
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.live
 
 
 def test_status_lists_apps_and_deployments(live_stack: OpsConfig, model_id: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "stack.cluster", "status"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stack.local.cluster", "status"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Active:" in out.stdout  # ray status

@@ -10,11 +10,12 @@ import sys
 import httpx
 import pytest
 
-from stack import ROOT, serve_deploy
-from stack.cluster import RAY_LOGS
-from stack.observability.traces_cli import load_trace
-from stack.observability.tracing import TRACE_HEADER, trace_dir
+from stack import ROOT
+from stack.local import serve_deploy
+from stack.local.cluster import RAY_LOGS
 from stack.polling import eventually
+from stack.serving.observability.tracing import TRACE_HEADER, trace_dir
+from stack.tools.traces import load_trace
 
 pytestmark = pytest.mark.live
 
@@ -71,7 +72,7 @@ def test_llm_request_span(http: httpx.Client, model_id: str) -> None:
 def test_make_traces_prints_the_trace(http: httpx.Client) -> None:
     trace_id, _, _ = traced_post(http, "/classify", {"text": "Print me."})
     spans_of(trace_id, {"pipeline.postprocess"})
-    out = subprocess.run([sys.executable, "-m", "stack.observability.traces_cli", trace_id], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stack.tools.traces", trace_id], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -80,7 +81,7 @@ def test_make_traces_prints_the_trace(http: httpx.Client) -> None:
 
 
 def test_unknown_trace_fails() -> None:
-    out = subprocess.run([sys.executable, "-m", "stack.observability.traces_cli", "0" * 32], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "stack.tools.traces", "0" * 32], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-from stack import daemons, serve_config, serve_deploy
+from stack import serve_config
 from stack.config import OpsConfig
+from stack.local import daemons, serve_deploy
 
 DEPLOYED = daemons.RUN_DIR / "serve-config.yaml"
 LAST_GOOD = daemons.RUN_DIR / "serve-config.last-good.yaml"

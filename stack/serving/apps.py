@@ -6,9 +6,9 @@ from typing import Any
 
 from ray.serve.deployment import Application
 
-from stack.embedder import Embedder
-from stack.pipeline import Classifier, Pipeline, Postprocessor, Preprocessor
-from stack.tenant_models import tenant_models
+from stack.serving.embedder import Embedder
+from stack.serving.pipeline import Classifier, Pipeline, Postprocessor, Preprocessor
+from stack.serving.tenant_models import tenant_models
 
 
 def embed_app(args: dict[str, Any]) -> Application:

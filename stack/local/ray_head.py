@@ -12,18 +12,18 @@ from pathlib import Path
 
 import httpx
 
-from stack import gcs_store
 from stack.config import Cluster, Listen, OpsConfig
-from stack.observability import switch
-from stack.observability.tracing import TRACE_DIR_ENV, trace_dir
+from stack.local import gcs_store
+from stack.serving.observability import switch
+from stack.serving.observability.tracing import TRACE_DIR_ENV, trace_dir
 
 BIN = Path(sys.executable).parent
 # Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine,
 # and the monitoring daemons serveops starts beside them.
 PROCESS_PATTERNS = ("gcs_server", "raylet", "ray::", "dashboard/agent.py", "dashboard/dashboard.py",
                     "default_worker.py", "EngineCore", "log_monitor.py", "monitor.py --logs-dir",
-                    "prometheus --config.file", "prometheus-alertmanager", "stack.alert_receiver",
-                    "stack.observability.gpu")
+                    "prometheus --config.file", "prometheus-alertmanager", "stack.local.alert_receiver",
+                    "stack.local.gpu_exporter")
 
 
 def is_running(listen: Listen) -> bool:
@@ -78,7 +78,7 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
     }
     if switch.enabled(base):
         env.update({
-            "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.observability.tracing:span_processors",
+            "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.serving.observability.tracing:span_processors",
             "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
             TRACE_DIR_ENV: str(trace_dir()),
         })

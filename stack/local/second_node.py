@@ -12,8 +12,8 @@ import signal
 import subprocess
 import time
 
-from stack import ray_head
 from stack.config import OpsConfig
+from stack.local import ray_head
 
 NETNS = "serveops-n2"
 HOST_IF, NODE_IF = "serveops-h", "serveops-n"  # the veth pair's two ends

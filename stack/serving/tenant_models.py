@@ -14,14 +14,14 @@ from ray import serve
 from ray.serve.deployment import Deployment
 
 from stack import ROOT
-from stack.api_errors import ERROR_RESPONSES, ApiError
 from stack.config import load
-from stack.http_api import new_api
-from stack.models import TENANT_STORE
-from stack.observability.logs import install_trace_log_filter
-from stack.observability.metrics import metrics, outcome
-from stack.observability.tracing import span
-from stack.schemas import PredictRequest, PredictResponse, TenantId
+from stack.serving.api_errors import ERROR_RESPONSES, ApiError
+from stack.serving.http_api import new_api
+from stack.serving.models import TENANT_STORE
+from stack.serving.observability.logs import install_trace_log_filter
+from stack.serving.observability.metrics import metrics, outcome
+from stack.serving.observability.tracing import span
+from stack.serving.schemas import PredictRequest, PredictResponse, TenantId
 
 api = new_api("serveops /predict")
 HEADER = "serve_multiplexed_model_id"

@@ -13,12 +13,12 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from stack.api_errors import ERROR_RESPONSES
-from stack.http_api import new_api
-from stack.observability.logs import install_trace_log_filter
-from stack.observability.metrics import metrics
-from stack.observability.tracing import span
-from stack.schemas import ClassifyRequest, ClassifyResponse
+from stack.serving.api_errors import ERROR_RESPONSES
+from stack.serving.http_api import new_api
+from stack.serving.observability.logs import install_trace_log_filter
+from stack.serving.observability.metrics import metrics
+from stack.serving.observability.tracing import span
+from stack.serving.schemas import ClassifyRequest, ClassifyResponse
 
 api = new_api("serveops /classify")
 EMBED_APP, EMBEDDER = "embed", "Embedder"
@@ -45,7 +45,7 @@ class Classifier:
     def __init__(self) -> None:
         import joblib
 
-        from stack.models import SENTIMENT
+        from stack.serving.models import SENTIMENT
 
         install_trace_log_filter()
         with span("model.load", model="sentiment-head"):

@@ -27,7 +27,7 @@ def enabled(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def mode_file() -> Path:
-    from stack.daemons import RUN_DIR
+    from stack.local.daemons import RUN_DIR
 
     return RUN_DIR / "instrumentation"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stack.api_errors import install
-from stack.observability import switch
-from stack.observability.request_observer import RequestObserver
-from stack.schemas import LIMITS
+from stack.serving.api_errors import install
+from stack.serving.observability import switch
+from stack.serving.observability.request_observer import RequestObserver
+from stack.serving.schemas import LIMITS
 
 
 class SlashAtPrefix:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stack.observability.metrics import metrics, outcome, route_label
-from stack.observability.tracing import TRACE_HEADER, current_trace_id
+from stack.serving.observability.metrics import metrics, outcome, route_label
+from stack.serving.observability.tracing import TRACE_HEADER, current_trace_id
 
 
 class RequestObserver:

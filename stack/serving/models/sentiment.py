@@ -65,7 +65,7 @@ def train(out: Path) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from stack.models.minilm import MiniLM
+    from stack.serving.models.minilm import MiniLM
 
     texts = [t for label in LABELS for t in TRAINING[label]]
     y = [i for i, label in enumerate(LABELS) for _ in TRAINING[label]]

@@ -9,20 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from stack import (
-    ROOT,
-    daemons,
-    gcs_store,
-    monitoring,
-    ray_head,
-    rollout,
-    second_node,
-    serve_config,
-    serve_deploy,
-)
+from stack import ROOT, prom, serve_config
 from stack.config import Cluster, OpsConfig, load
-from stack.observability import switch
+from stack.local import daemons, gcs_store, monitoring, ray_head, rollout, second_node, serve_deploy
 from stack.profile import select
+from stack.serving.observability import switch
 
 RUN_DIR = daemons.RUN_DIR
 LOG_DIR = RUN_DIR / "logs"
@@ -86,12 +77,12 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> i
 
 def start_gpu_exporter(ops: OpsConfig) -> None:
     """Only where NVML sees a GPU: elsewhere serveops_gpu_* are absent, not zero."""
-    from stack.observability.gpu import init_nvml
+    from stack.local.gpu_exporter import init_nvml
 
     if init_nvml() is None:
         return
     port = ops.listen.gpu_exporter_port
-    daemons.start("gpu-exporter", [sys.executable, "-m", "stack.observability.gpu",
+    daemons.start("gpu-exporter", [sys.executable, "-m", "stack.local.gpu_exporter",
                                    "--host", ops.listen.host, "--port", str(port)])
     monitoring.register_target("gpu", f"{ops.listen.host}:{port}")
     print(f"  GPU metrics    {ops.listen.url(port)}/metrics")
@@ -148,7 +139,7 @@ def status(ops: OpsConfig) -> int:
               + (f"  {r.message[:80]}" if r.status != "HEALTHY" and r.message else ""))
     healthy = all(r.app_status == "RUNNING" for r in rows)
     try:
-        firing = monitoring.firing_alerts(ops)
+        firing = prom.firing_alerts(ops)
     except Exception as err:  # Prometheus down is itself worth saying, not a crash
         print(f"Prometheus: not answering ({err})")
         return 1

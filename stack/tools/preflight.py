@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from alerts.generate import RULES_FILE
-from stack import ROOT, monitoring, ray_head, rollout, serve_config
+from stack import ROOT, prom, serve_config
+from stack.artifacts import RULES_FILE
 from stack.config import OPS_PATH, OPS_PATH_ENV, DeploymentOptions, LLMModel, OpsConfig, Profile, load
+from stack.local import ray_head, rollout
 from stack.profile import select
 
 Status = Literal["PASS", "FAIL", "N/A"]
@@ -34,7 +35,7 @@ HEADROOM = 0.80  # deployments at max_replicas may take this share of the cluste
 MIN_DOWNSCALE_DELAY_S = 300
 # Serve's default when ray_actor_options names no num_cpus.
 SERVE_DEFAULT_CPUS = 1.0
-# The name stack.llm_app gives the LLM app's ingress deployment.
+# The name stack.serving.llm_app gives the LLM app's ingress deployment.
 LLM_INGRESS = "OpenAiIngress"
 REQUIRED_ALERTS = {
     "p99 latency": ("ServeLatencyBudgetBurn",),
@@ -349,7 +350,7 @@ def _cluster(ops: OpsConfig) -> dict[str, float] | None:
 
 def _prometheus(ops: OpsConfig) -> tuple[set[str] | None, dict[str, tuple[float, str]] | None]:
     try:
-        groups = monitoring.api(ops, "/api/v1/rules", type="alert")["groups"]
+        groups = prom.api(ops, "/api/v1/rules", type="alert")["groups"]
         unload: dict[str, tuple[float, str]] = {}
         for metric in UNLOAD_METRICS:
             # The median, not the maximum: a hung replica (killed at the timeout by design) must not
@@ -357,7 +358,7 @@ def _prometheus(ops: OpsConfig) -> tuple[set[str] | None, dict[str, tuple[float,
             # Pooled over every series (controllers, Ray sessions) of the deployment in the window.
             expr = (f"histogram_quantile(0.5, sum by (application, deployment, le) "
                     f"(max_over_time({metric}_bucket[{UNLOAD_WINDOW}])))")
-            for s in monitoring.api(ops, "/api/v1/query", query=expr)["result"]:
+            for s in prom.api(ops, "/api/v1/query", query=expr)["result"]:
                 label = f"{s['metric']['application']}/{s['metric']['deployment']}"
                 seconds = float(s["value"][1]) / 1000
                 if not math.isnan(seconds) and seconds > unload.get(label, (-1.0, ""))[0]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from stack import daemons
 from stack.config import OpsConfig
+from stack.local import daemons
 
 NAMESPACE = "serveops"  # RAY_external_storage_namespace: one cluster's keys in the shared Redis
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from stack import ROOT, daemons, second_node
+from stack import ROOT
 from stack.config import OpsConfig
+from stack.local import daemons, second_node
 
 RUN_DIR = daemons.RUN_DIR
 PROM_DIR = RUN_DIR / "prometheus"
@@ -95,8 +95,9 @@ def start(ops: OpsConfig) -> None:
         d.mkdir(parents=True, exist_ok=True)
     (PROM_DIR / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(ops), sort_keys=False))
     (AM_DIR / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(ops), sort_keys=False))
-    daemons.start("alert-receiver", [sys.executable, "-m", "stack.alert_receiver", "--host", listen.host,
-                                     "--port", str(listen.alert_receiver_port), "--out", str(NOTIFICATIONS)])
+    daemons.start("alert-receiver", [sys.executable, "-m", "stack.local.alert_receiver",
+                                     "--host", listen.host, "--port", str(listen.alert_receiver_port),
+                                     "--out", str(NOTIFICATIONS)])
     daemons.start("alertmanager", [
         "prometheus-alertmanager", f"--config.file={AM_DIR / 'alertmanager.yml'}",
         f"--storage.path={AM_DIR / 'data'}", f"--web.listen-address={listen.host}:{listen.alertmanager_port}",
@@ -110,28 +111,3 @@ def start(ops: OpsConfig) -> None:
     wait_ready(f"{listen.url(listen.alertmanager_port)}/-/ready")
     wait_ready(f"{listen.url(listen.prometheus_port)}/-/ready")
     wait_ready(f"{listen.url(listen.alert_receiver_port)}/")
-
-
-def api(ops: OpsConfig, path: str, **params: str) -> Any:
-    """The `data` of a Prometheus HTTP API answer, e.g. api(ops, "/api/v1/query", query="up")."""
-    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}{path}", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()["data"]
-
-
-def firing_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
-    """Alerts Prometheus holds as firing (not pending)."""
-    return [a for a in api(ops, "/api/v1/alerts")["alerts"] if a.get("state") == "firing"]
-
-
-def parse_time(stamp: str) -> float:
-    """Unix seconds of a Prometheus RFC 3339 time, whose fraction may have nine digits."""
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    return datetime.fromisoformat(head + "+00:00").timestamp() + (float(f"0.{frac}") if frac else 0.0)
-
-
-def alert_for_s(ops: OpsConfig) -> dict[str, float]:
-    """Each loaded alerting rule's `for`, in seconds, as Prometheus runs it."""
-    return {rule["name"]: float(rule.get("duration", 0))
-            for group in api(ops, "/api/v1/rules", type="alert")["groups"] for rule in group["rules"]}
-

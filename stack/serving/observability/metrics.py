@@ -19,7 +19,7 @@ from typing import Any
 
 from ray.serve.metrics import Counter, Histogram
 
-from stack.observability import switch
+from stack.serving.observability import switch
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/embed", "/classify", "/predict")
 LATENCY_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, serve_deploy
+from stack import ROOT
 from stack.config import load
+from stack.local import serve_deploy
 
 MEMRAY = str(Path(sys.executable).parent / "memray")
 DEFAULT_DEPLOYMENT = "Embedder"

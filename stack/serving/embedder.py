@@ -8,12 +8,12 @@ from typing import Any
 
 from ray import serve
 
-from stack.api_errors import ERROR_RESPONSES
-from stack.http_api import new_api
-from stack.observability.logs import install_trace_log_filter
-from stack.observability.metrics import metrics
-from stack.observability.tracing import span
-from stack.schemas import EmbedRequest, EmbedResponse
+from stack.serving.api_errors import ERROR_RESPONSES
+from stack.serving.http_api import new_api
+from stack.serving.observability.logs import install_trace_log_filter
+from stack.serving.observability.metrics import metrics
+from stack.serving.observability.tracing import span
+from stack.serving.schemas import EmbedRequest, EmbedResponse
 
 api = new_api("serveops /embed")
 
@@ -31,7 +31,7 @@ class Embedder:
     def __init__(self) -> None:
         import torch
 
-        from stack.models.minilm import MiniLM
+        from stack.serving.models.minilm import MiniLM
 
         install_trace_log_filter()
         with span("model.load", model="all-MiniLM-L6-v2"):

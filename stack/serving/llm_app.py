@@ -3,13 +3,13 @@
 Same pieces as `ray.serve.llm.build_openai_app` (LLMServer deployments behind an OpenAI ingress),
 with these changes:
 - only the routes a chat model needs (/v1/models, /v1/chat/completions, /v1/completions);
-- strict request models (stack.schemas), so bad input is a 4xx naming the field, and the OpenAPI
+- strict request models (stack.serving.schemas), so bad input is a 4xx naming the field, and the OpenAPI
   spec describes what is really accepted;
 - relative model paths resolve against the project root;
 and it records what the Serve layer sees of each LLM request: an `llm.request` span, prompt and
 completion tokens, and the time to first token of streamed responses.
 
-`serve deploy stack/serve/cpu.yaml` imports `stack.llm_app:build_app` with the file's args.
+`serve deploy stack/serve/cpu.yaml` imports `stack.serving.llm_app:build_app` with the file's args.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from ray.llm._internal.serve.core.ingress.ingress import (
 from ray.llm._internal.serve.core.server.builder import build_llm_deployment
 from starlette.responses import Response, StreamingResponse
 
-from stack import ROOT, api_errors
-from stack.http_api import harden
-from stack.observability import switch
-from stack.observability.logs import install_trace_log_filter
-from stack.observability.metrics import metrics
-from stack.observability.tracing import tracer
-from stack.schemas import LIMITS, ChatRequest, CompletionRequest
+from stack import ROOT
+from stack.serving import api_errors
+from stack.serving.http_api import harden
+from stack.serving.observability import switch
+from stack.serving.observability.logs import install_trace_log_filter
+from stack.serving.observability.metrics import metrics
+from stack.serving.observability.tracing import tracer
+from stack.serving.schemas import LIMITS, ChatRequest, CompletionRequest
 
 # Only the routes a chat model needs; the stock app's /tokenize, /detokenize, /v1/embeddings and
 # /v1/score 500 on a chat model.

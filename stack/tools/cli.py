@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from stack import monitoring, rollout, serve_deploy
+from stack import prom
 from stack.config import OpsConfig, load
+from stack.local import rollout, serve_deploy
 
 # Labels every Ray series carries; they say nothing about the cause.
 NOISE_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "instance", "job",
@@ -33,7 +34,7 @@ RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 
 
 def promql(ops: OpsConfig, expr: str) -> int:
-    result = monitoring.api(ops, "/api/v1/query", query=expr)["result"]
+    result = prom.api(ops, "/api/v1/query", query=expr)["result"]
     print(f"query: {expr}")
     if not result:
         print("found: nothing (no series matched)")
@@ -46,7 +47,7 @@ def promql(ops: OpsConfig, expr: str) -> int:
 
 
 def alerts(ops: OpsConfig) -> int:
-    firing = monitoring.firing_alerts(ops)
+    firing = prom.firing_alerts(ops)
     print(f"found: {len(firing)} firing alert(s)" if firing else "found: no alert firing")
     for a in firing:
         name, severity = a["labels"]["alertname"], a["labels"].get("severity", "?")
@@ -120,7 +121,7 @@ def deployments(ops: OpsConfig, app: str | None, config: bool = False) -> int:
 
 
 def targets(ops: OpsConfig) -> int:
-    active = monitoring.api(ops, "/api/v1/targets", state="active")["activeTargets"]
+    active = prom.api(ops, "/api/v1/targets", state="active")["activeTargets"]
     down = [t for t in active if t.get("health") != "up"]
     for t in sorted(active, key=lambda t: (t["labels"].get("job", ""), t["labels"].get("instance", ""))):
         error = f"  {t['lastError']}" if t.get("lastError") else ""

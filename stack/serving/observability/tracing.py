@@ -66,7 +66,7 @@ class JsonlSpanExporter(SpanExporter):
 
 
 def trace_dir() -> Path:
-    from stack.daemons import RUN_DIR
+    from stack.local.daemons import RUN_DIR
 
     return Path(os.environ.get(TRACE_DIR_ENV) or RUN_DIR / "traces")
 

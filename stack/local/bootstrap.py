@@ -105,12 +105,12 @@ def build_models() -> None:
     """Each builder is a module with is_built(path) and a CLI taking that path."""
     import importlib
 
-    from stack.models import SENTIMENT, TENANT_STORE, TINY_LLM
+    from stack.serving.models import SENTIMENT, TENANT_STORE, TINY_LLM
 
     for module, target in (("tiny_llm", TINY_LLM), ("sentiment", SENTIMENT), ("tenants", TENANT_STORE)):
         # Only the stdlib-level is_built is imported here; the builders run inside the venv.
-        if not importlib.import_module(f"stack.models.{module}").is_built(target):
-            run([str(VENV_PY), "-m", f"stack.models.{module}", str(target)])
+        if not importlib.import_module(f"stack.serving.models.{module}").is_built(target):
+            run([str(VENV_PY), "-m", f"stack.serving.models.{module}", str(target)])
 
 
 def main() -> None:
