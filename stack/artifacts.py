@@ -53,7 +53,7 @@ def write(outputs: Mapping[Path, str], owned: Path | None = None) -> None:
 def emit(name: str, render: Callable[[], Mapping[Path, str]], owned: tuple[Path, ...] = (),
          argv: list[str] | None = None) -> int:
     """A generator's command line: write its outputs, or with --check exit 1 naming each drifted file."""
-    parser = argparse.ArgumentParser(prog=name, description=f"{name}: generated artifacts from stack/ops.yaml")
+    parser = argparse.ArgumentParser(prog=name, description=f"{name}: artifacts from stack/ops.yaml")
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed artifact drifted")
     args = parser.parse_args(argv)
     outputs = render()

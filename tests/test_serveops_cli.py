@@ -55,7 +55,7 @@ def test_targets_counts_the_down_ones(ops: OpsConfig, monkeypatch: pytest.Monkey
                "health": "down", "lastError": "connection refused"},
               {"labels": {"job": "prometheus", "instance": "127.0.0.1:9090"},
                "scrapeUrl": "http://127.0.0.1:9090/metrics", "health": "up", "lastError": ""}]
-    monkeypatch.setattr(cli.monitoring, "api", lambda *_, **__: {"activeTargets": active})
+    monkeypatch.setattr(cli.prom, "api", lambda *_, **__: {"activeTargets": active})
     cli.targets(ops)
     out = capsys.readouterr().out
     assert "job=ray http://127.0.0.1:8080/metrics down  connection refused" in out
