@@ -2,7 +2,8 @@
 PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
-.PHONY: setup up down status loadtest test lint serve-config traces memprofile alerts dashboards k8s runbook chaos preflight bench
+.PHONY: setup up down status loadtest test test-unit lint generate check serve-config traces memprofile alerts \
+	dashboards k8s runbook chaos preflight bench
 
 setup:
 	@$(SYS_PY) -m stack.local.bootstrap
@@ -24,6 +25,16 @@ loadtest: setup
 bench: setup
 	@$(PY) -m loadtests.bench.run
 
+# Every generated artifact, from stack/ops.yaml, in dependency order: the manifests embed the rule file
+# and the dashboard JSON as committed. `make check` proves none drifted (and promtool-checks the rules).
+GENERATORS := stack.serve_config alerts.generate dashboards.generate stack.k8s.generate
+
+generate: setup
+	@for m in $(GENERATORS); do $(PY) -m $$m || exit 1; done
+
+check: setup
+	@for m in $(GENERATORS); do $(PY) -m $$m --check || exit 1; done
+
 # Regenerate the committed Serve configs from stack/ops.yaml.
 serve-config: setup
 	@$(PY) -m stack.serve_config
@@ -35,6 +46,11 @@ test: setup
 	@$(PY) -m ruff check .
 	@$(PY) -m pytest -ra $(PYTEST_ARGS)
 
+# The unit tests alone: no stack, no Ray cluster (tests/live/ is the live lane).
+test-unit: setup
+	@$(PY) -m ruff check .
+	@$(PY) -m pytest -q --ignore=tests/live $(PYTEST_ARGS)
+
 # Spans of one trace from the local sink: make traces TRACE_ID=<32 hex digits>
 traces: setup
 	@$(PY) -m stack.tools.traces $(TRACE_ID)
@@ -43,13 +59,17 @@ traces: setup
 memprofile: setup
 	@$(PY) -m stack.tools.memprofile --deployment $(or $(DEPLOYMENT),Embedder) --seconds $(or $(SECONDS),10)
 
-# Rule files from stack/ops.yaml, then promtool check rules and promtool test rules.
+# The rule file from stack/ops.yaml, promtool check rules and test rules, a reload of a running
+# Prometheus; then the manifests, whose PrometheusRule holds the rules.
 alerts: setup
 	@$(PY) -m alerts.generate
+	@$(PY) -m stack.k8s.generate
 
-# Grafana dashboards (JSON, provisioning, ConfigMaps) from the specs in dashboards/catalog.py.
+# Grafana dashboards (JSON, provisioning) from the specs in dashboards/catalog.py; then the manifests,
+# whose ConfigMaps hold them.
 dashboards: setup
 	@$(PY) -m dashboards.generate
+	@$(PY) -m stack.k8s.generate
 
 # Kubernetes manifests (RayService, Redis, PodMonitors, PrometheusRule, dashboards, Promtail) from stack/ops.yaml.
 k8s: setup

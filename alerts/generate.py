@@ -1,13 +1,12 @@
-"""`make alerts`: generate the rule files from stack/ops.yaml, then promtool check and test them.
+"""`make alerts`: generate the rule file from stack/ops.yaml, then promtool check and test it.
 
-Output: alerts/serveops.rules.yaml and its Kubernetes form, a PrometheusRule in alerts/k8s/; both
-committed, and `--check` fails when either drifts from this generator.
+Output: alerts/serveops.rules.yaml, committed; `--check` fails when it drifts from this generator.
+Its Kubernetes form, a PrometheusRule, is one of the manifests (stack/k8s/), built from this file.
 Every alert links its runbook, runbooks/<AlertName>.md; a stub is written where none exists yet.
 """
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from typing import Any
@@ -15,15 +14,13 @@ from typing import Any
 import yaml
 
 from alerts import ops_rules, slo_rules
-from stack import ROOT
+from stack import ROOT, artifacts
+from stack.artifacts import RULES_FILE
 from stack.config import OpsConfig, load
 
-ALERTS_DIR = ROOT / "alerts"
-RULES_FILE = ALERTS_DIR / "serveops.rules.yaml"
+ALERTS_DIR = RULES_FILE.parent
 TESTS_DIR = ALERTS_DIR / "tests"
 RUNBOOKS_DIR = ROOT / "runbooks"
-K8S_RULE = ALERTS_DIR / "k8s" / "serveops-prometheusrule.yaml"
-HEADER = "# Generated from stack/ops.yaml by `make alerts` (alerts/generate.py). Do not edit.\n"
 
 
 def groups(ops: OpsConfig) -> list[dict[str, Any]]:
@@ -36,16 +33,8 @@ def groups(ops: OpsConfig) -> list[dict[str, Any]]:
 
 
 def render(ops: OpsConfig) -> str:
-    return HEADER + yaml.safe_dump({"groups": groups(ops)}, sort_keys=False, width=120)
-
-
-def prometheus_rule(ops: OpsConfig) -> str:
-    """The same groups as a prometheus-operator PrometheusRule."""
-    cr = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-          "metadata": {"name": "serveops", "labels": {"app.kubernetes.io/name": "serveops",
-                                                       "app.kubernetes.io/part-of": "serveops"}},
-          "spec": {"groups": groups(ops)}}
-    return HEADER + yaml.safe_dump(cr, sort_keys=False, width=120)
+    return artifacts.header("alerts/generate.py") + yaml.safe_dump({"groups": groups(ops)}, sort_keys=False,
+                                                                    width=120)
 
 
 def alert_names(ops: OpsConfig) -> list[str]:
@@ -75,23 +64,13 @@ def promtool(*args: str) -> int:
     return subprocess.run(["promtool", *args], cwd=ALERTS_DIR).returncode
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed rules drifted")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
     ops = load()
-    outputs = {RULES_FILE: render(ops), K8S_RULE: prometheus_rule(ops)}
-    if args.check:
-        stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
-        if stale:
-            print(f"drifted, run `make alerts`: {[str(p.relative_to(ROOT)) for p in stale]}", file=sys.stderr)
-            return 1
-    else:
-        for path, text in outputs.items():
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(text)
+    check = "--check" in (argv if argv is not None else sys.argv[1:])
+    if artifacts.emit("alerts", lambda: {RULES_FILE: render(ops)}, argv=argv) != 0:
+        return 1
+    if not check:
         write_runbook_stubs(alert_names(ops))
-        print(f"wrote {RULES_FILE.relative_to(ROOT)}: {len(alert_names(ops))} alerts")
         reload_prometheus(ops)
     tests = sorted(str(p.relative_to(ALERTS_DIR)) for p in TESTS_DIR.glob("*.yaml"))
     if promtool("check", "rules", RULES_FILE.name) != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,16 +19,20 @@ class Context:
     mode: Mode
     baseline: dict[str, Any]  # the Serve config deployed before the experiment
     load: Load
-    started: float = field(default_factory=time.time)
+    clock: Callable[[], float] = time.time  # the engine's clock, so a test can run on a fake one
+    started: float = field(init=False)
     marks: dict[str, float] = field(default_factory=dict)  # inject, detected, healed, mitigated, recovered
     loads: dict[str, Load] = field(default_factory=dict)  # extra loads started by actions
     log_lines: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
     def log(self, message: str) -> None:
-        line = f"[{time.time() - self.started:7.1f}s] {message}"
+        line = f"[{self.clock() - self.started:7.1f}s] {message}"
         self.log_lines.append(line)
         print(line, flush=True)
 
     def mark(self, name: str) -> float:
-        self.marks[name] = time.time()
+        self.marks[name] = self.clock()
         return self.marks[name]

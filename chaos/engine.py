@@ -1,18 +1,22 @@
-"""Run one experiment: steady state, inject, detect, diagnose, heal, mitigate, verify; rollbacks always."""
+"""Run one experiment: steady state, inject, detect, diagnose, heal, mitigate, verify; rollbacks always.
+
+Everything the engine does outside itself (actions, probes, alerts, the runbook, the load, the Serve
+config, the clock) comes through `Effects`, whose defaults are the live stack; tests pass fakes.
+"""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
-
-from chaos import actions, probes
+from chaos.actions import ACTIONS, Action
 from chaos.context import Context
 from chaos.experiment import ExpectedAlert, Experiment, Mode, Step
 from chaos.load import Load
+from chaos.probes import PROBES, Probe
 from runbooks import book, execute
 from stack import prom
 from stack.config import OpsConfig
@@ -20,6 +24,59 @@ from stack.local import rollout
 
 POLL_S = 1.0
 RESOLVE_WAIT_S = 17 * 60  # the longest lookback of an expected alert (15m) and an evaluation or two
+
+
+class AlertSource(Protocol):
+    def active(self, ops: OpsConfig) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds as active: what would page someone."""
+        ...
+
+    def in_prometheus(self, ops: OpsConfig) -> list[dict[str, Any]]:
+        """Prometheus' alerts (same labels), for the activeAt of each."""
+        ...
+
+
+class LiveAlerts:
+    def active(self, ops: OpsConfig) -> list[dict[str, Any]]:
+        return prom.alertmanager_alerts(ops)
+
+    def in_prometheus(self, ops: OpsConfig) -> list[dict[str, Any]]:
+        return prom.api(ops, "/api/v1/alerts")["alerts"]
+
+
+class RunbookRunner(Protocol):
+    def __call__(self, name: str, ops: OpsConfig, *, confirm: bool, env: Mapping[str, str],
+                 kinds: tuple[str, ...] | None = None,
+                 only: list[str] | None = None) -> list[execute.StepResult]: ...
+
+
+def run_runbook(name: str, ops: OpsConfig, *, confirm: bool, env: Mapping[str, str],
+                kinds: tuple[str, ...] | None = None,
+                only: list[str] | None = None) -> list[execute.StepResult]:
+    return execute.execute(book.load(name), ops, confirm=confirm, kinds=kinds, only=only, extra_env=env)
+
+
+def background_load(exp: Experiment, ops: OpsConfig) -> Load:
+    lo = exp.load
+    return Load(f"{ops.listen.serve_url}{lo.route}", lo.body, lo.headers, lo.rate_per_s)
+
+
+def deployed_config() -> dict[str, Any]:
+    return rollout.read(rollout.DEPLOYED)
+
+
+@dataclass
+class Effects:
+    """What the engine does outside itself. The defaults are the live stack (`make chaos`)."""
+
+    actions: Mapping[str, Action] = field(default_factory=lambda: ACTIONS)
+    probes: Mapping[str, Probe] = field(default_factory=lambda: PROBES)
+    alerts: AlertSource = field(default_factory=LiveAlerts)
+    runbook: RunbookRunner = run_runbook
+    load: Callable[[Experiment, OpsConfig], Load] = background_load  # the experiment's background load
+    baseline: Callable[[], dict[str, Any]] = deployed_config  # the Serve config before the experiment
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass
@@ -41,32 +98,24 @@ class Result:
     log: list[str] = field(default_factory=list)
 
 
-def run_steps(ctx: Context, steps: list[Step]) -> None:
+def run_steps(ctx: Context, fx: Effects, steps: list[Step]) -> None:
     for step in steps:
-        actions.ACTIONS[step.name](ctx, **ctx.exp.resolve(step.args, ctx.mode))
+        fx.actions[step.name](ctx, **ctx.exp.resolve(step.args, ctx.mode))
 
 
-def probes_hold(ctx: Context, steps: list[Step]) -> tuple[bool, list[str]]:
+def probes_hold(ctx: Context, fx: Effects, steps: list[Step]) -> tuple[bool, list[str]]:
     seen = [(ok, f"{s.name}: {detail}") for s in steps
-            for ok, detail in [probes.check(ctx, s.name, ctx.exp.resolve(s.args, ctx.mode))]]
+            for ok, detail in [fx.probes[s.name](ctx, **ctx.exp.resolve(s.args, ctx.mode))]]
     return all(ok for ok, _ in seen), [d for _, d in seen]
 
 
-def wait_probes(ctx: Context, steps: list[Step], timeout_s: float) -> tuple[bool, list[str]]:
-    deadline = time.time() + timeout_s
+def wait_probes(ctx: Context, fx: Effects, steps: list[Step], timeout_s: float) -> tuple[bool, list[str]]:
+    deadline = fx.clock() + timeout_s
     while True:
-        ok, seen = probes_hold(ctx, steps)
-        if ok or time.time() > deadline:
+        ok, seen = probes_hold(ctx, fx, steps)
+        if ok or fx.clock() > deadline:
             return ok, seen
-        time.sleep(2)
-
-
-def active_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
-    """Alerts Alertmanager holds as active: what would page someone."""
-    r = httpx.get(f"{ops.listen.url(ops.listen.alertmanager_port)}/api/v2/alerts",
-                  params={"active": "true", "silenced": "false", "inhibited": "false"}, timeout=10)
-    r.raise_for_status()
-    return r.json()
+        fx.sleep(2)
 
 
 def matches(alert: dict[str, Any], expected: ExpectedAlert) -> bool:
@@ -85,23 +134,21 @@ def fault_time(ctx: Context) -> float:
     return ctx.marks.get("fault", ctx.marks["inject"])
 
 
-def detect(ctx: Context, result: Result) -> None:
+def detect(ctx: Context, fx: Effects, result: Result) -> None:
     """Poll Alertmanager until every expected alert is active, or the bound passes."""
     pending = list(ctx.exp.expect)
     injected = fault_time(ctx)
-    while pending and time.time() - injected <= ctx.exp.detect_within_s:
-        active = active_alerts(ctx.ops)
+    while pending and fx.clock() - injected <= ctx.exp.detect_within_s:
+        active = fx.alerts.active(ctx.ops)
         for expected in [e for e in pending if any(matches(a, e) for a in active)]:
-            result.detect_s[describe(expected)] = round(time.time() - injected, 1)
-            # Prometheus' own view of the alert (same labels), for its activeAt.
-            in_prometheus = prom.api(ctx.ops, "/api/v1/alerts")["alerts"]
+            result.detect_s[describe(expected)] = round(fx.clock() - injected, 1)
             since = next((prom.parse_time(a["activeAt"])
-                          for a in in_prometheus if matches(a, expected)), None)
+                          for a in fx.alerts.in_prometheus(ctx.ops) if matches(a, expected)), None)
             result.condition_s[describe(expected)] = None if since is None else round(since - injected, 1)
             ctx.log(f"detected: {describe(expected)} active in Alertmanager after "
                     f"{result.detect_s[describe(expected)]}s")
             pending.remove(expected)
-        time.sleep(POLL_S)
+        fx.sleep(POLL_S)
     for expected in pending:
         result.detect_s[describe(expected)] = None
         result.problems.append(f"{describe(expected)} did not fire within {ctx.exp.detect_within_s:g}s")
@@ -113,12 +160,11 @@ def runbook_env(ctx: Context) -> dict[str, str]:
     return {"APP": ctx.exp.target.app, "DEPLOYMENT": ctx.exp.target.deployment, **(plan.env if plan else {})}
 
 
-def diagnose(ctx: Context, result: Result) -> None:
+def diagnose(ctx: Context, fx: Effects, result: Result) -> None:
     plan = ctx.exp.runbook
     if plan is None:
         return
-    rb = book.load(plan.name)
-    ran = execute.execute(rb, ctx.ops, confirm=False, kinds=("diagnose",), extra_env=runbook_env(ctx))
+    ran = fx.runbook(plan.name, ctx.ops, confirm=False, kinds=("diagnose",), env=runbook_env(ctx))
     outputs = {r.step.name: r.output for r in ran}
     for step, pattern in plan.finds.items():
         found = re.search(pattern, outputs.get(step, ""), re.M)
@@ -129,13 +175,12 @@ def diagnose(ctx: Context, result: Result) -> None:
             result.problems.append(f"runbook {plan.name} step {step} did not find /{pattern}/")
 
 
-def mitigate(ctx: Context, result: Result) -> None:
+def mitigate(ctx: Context, fx: Effects, result: Result) -> None:
     plan = ctx.exp.runbook
     if plan is None or not plan.mitigation:
         return
-    rb = book.load(plan.name)
     ctx.mark("mitigation_started")
-    ran = execute.execute(rb, ctx.ops, confirm=True, only=plan.mitigation, extra_env=runbook_env(ctx))
+    ran = fx.runbook(plan.name, ctx.ops, confirm=True, only=plan.mitigation, env=runbook_env(ctx))
     for r in ran:
         result.mitigation[r.step.name] = r.exit_code
         ctx.log(f"mitigation {plan.name}:{r.step.name}: exit {r.exit_code} in {r.seconds:.1f}s")
@@ -144,9 +189,9 @@ def mitigate(ctx: Context, result: Result) -> None:
     ctx.mark("mitigated")
 
 
-def verify(ctx: Context, result: Result) -> None:
-    budget = ctx.exp.recover_within_s - (time.time() - fault_time(ctx))
-    ok, seen = wait_probes(ctx, ctx.exp.verify, max(budget, 5))
+def verify(ctx: Context, fx: Effects, result: Result) -> None:
+    budget = ctx.exp.recover_within_s - (fx.clock() - fault_time(ctx))
+    ok, seen = wait_probes(ctx, fx, ctx.exp.verify, max(budget, 5))
     ctx.log("verify: " + "; ".join(seen))
     if ok:
         result.recover_s = round(ctx.mark("recovered") - fault_time(ctx), 1)
@@ -156,58 +201,58 @@ def verify(ctx: Context, result: Result) -> None:
                                + "; ".join(seen))
 
 
-def already_firing(ctx: Context) -> list[str]:
-    active = active_alerts(ctx.ops)
+def already_firing(ctx: Context, fx: Effects) -> list[str]:
+    active = fx.alerts.active(ctx.ops)
     return [describe(e) for e in ctx.exp.expect if any(matches(a, e) for a in active)]
 
 
-def wait_resolved(ctx: Context, timeout_s: float = RESOLVE_WAIT_S) -> list[str]:
+def wait_resolved(ctx: Context, fx: Effects, timeout_s: float = RESOLVE_WAIT_S) -> list[str]:
     """An expected alert that already fires (e.g. a redeploy within its 15m window) would hide the
     detection: wait for it to resolve first. Returns those still firing at the deadline."""
-    deadline = time.time() + timeout_s
-    firing = already_firing(ctx)
+    deadline = fx.clock() + timeout_s
+    firing = already_firing(ctx, fx)
     if firing:
         ctx.log(f"waiting up to {timeout_s:g}s for {firing} to resolve before the fault")
-    while firing and time.time() < deadline:
-        time.sleep(10)
-        firing = already_firing(ctx)
+    while firing and fx.clock() < deadline:
+        fx.sleep(10)
+        firing = already_firing(ctx, fx)
     return firing
 
 
-def run(exp: Experiment, ops: OpsConfig, mode: Mode) -> tuple[Result, Context]:
-    lo = exp.load
-    load = Load(f"{ops.listen.serve_url}{lo.route}", lo.body, lo.headers, lo.rate_per_s)
-    ctx = Context(ops, exp, mode, rollout.read(rollout.DEPLOYED), load)
+def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) -> tuple[Result, Context]:
+    fx = fx or Effects()
+    load = fx.load(exp, ops)
+    ctx = Context(ops, exp, mode, fx.baseline(), load, clock=fx.clock)
     result = Result(exp.name, mode)
     ctx.log(f"experiment {exp.name} ({mode}): {exp.title}")
     try:
-        run_steps(ctx, exp.setup)
+        run_steps(ctx, fx, exp.setup)
         load.start()
-        ok, seen = wait_probes(ctx, exp.steady_state, 120)
+        ok, seen = wait_probes(ctx, fx, exp.steady_state, 120)
         ctx.log("steady state: " + "; ".join(seen))
-        firing = wait_resolved(ctx)
+        firing = wait_resolved(ctx, fx)
         if not ok or firing:
             result.problems.append("steady state not met: " + "; ".join(seen) if not ok else
                                    f"already firing before the fault, so detection cannot be shown: {firing}")
             return result, ctx
         ctx.mark("inject")
-        run_steps(ctx, exp.inject)
-        detect(ctx, result)
-        diagnose(ctx, result)
-        run_steps(ctx, exp.heal)
+        run_steps(ctx, fx, exp.inject)
+        detect(ctx, fx, result)
+        diagnose(ctx, fx, result)
+        run_steps(ctx, fx, exp.heal)
         ctx.mark("healed")
-        mitigate(ctx, result)
-        verify(ctx, result)
+        mitigate(ctx, fx, result)
+        verify(ctx, fx, result)
     except Exception as err:  # a broken step is a failed experiment, and the rollbacks still run
         result.problems.append(f"{type(err).__name__}: {err}")
         ctx.log(f"error: {type(err).__name__}: {err}")
     finally:
         load.stop()
         for name in list(ctx.loads):
-            actions.stop_load(ctx, name)
+            fx.actions["stop_load"](ctx, name=name)
         for step in exp.rollbacks:
             try:
-                run_steps(ctx, [step])
+                run_steps(ctx, fx, [step])
             except Exception as err:
                 result.problems.append(f"rollback {step.name} failed: {err}")
                 ctx.log(f"rollback {step.name} failed: {err}")

@@ -1,13 +1,11 @@
 """`make dashboards`: render the dashboard specs to Grafana 11 JSON with grafana-foundation-sdk.
 
-Writes dashboards/json/<uid>.json (committed; `--check` fails on drift), Grafana provisioning
-files (dashboards/provisioning/), and Kubernetes ConfigMaps labelled grafana_dashboard: "1"
-(dashboards/k8s/) for Grafana's sidecar.
+Writes dashboards/json/<uid>.json and Grafana's provisioning files (dashboards/provisioning/), all
+committed; `--check` fails on drift. The Kubernetes ConfigMaps are built from the JSON (stack/k8s/).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,11 +19,11 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 
 from dashboards.catalog import all_dashboards
 from dashboards.spec import DashboardSpec, PanelSpec
-from stack import ROOT
+from stack import artifacts
+from stack.artifacts import DASHBOARDS_DIR as JSON_DIR
+from stack.artifacts import PROVISIONING_DIR
 from stack.config import OpsConfig, load
 
-OUT = ROOT / "dashboards"
-JSON_DIR = OUT / "json"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 VARIABLE_QUERIES = {
     "application": "label_values(ray_serve_deployment_replica_healthy, application)",
@@ -77,39 +75,21 @@ def rendered(ops: OpsConfig) -> dict[Path, str]:
     for spec in all_dashboards(ops):
         text = json.dumps(build(spec, base), indent=2, sort_keys=True) + "\n"
         files[JSON_DIR / f"{spec.uid}.json"] = text
-        configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                     "metadata": {"name": f"{spec.uid}-dashboard", "labels": {"grafana_dashboard": "1"}},
-                     "data": {f"{spec.uid}.json": text}}
-        files[OUT / "k8s" / f"{spec.uid}-configmap.yaml"] = yaml.safe_dump(configmap, sort_keys=False)
     provider = {"apiVersion": 1, "providers": [{
         "name": "serveops", "folder": "serveops", "type": "file", "disableDeletion": False,
         "allowUiUpdates": False, "options": {"path": "/var/lib/grafana/dashboards/serveops"}}]}
     datasource = {"apiVersion": 1, "datasources": [{
         "name": "Prometheus", "type": "prometheus", "uid": "prometheus", "access": "proxy",
         "url": ops.listen.url(ops.listen.prometheus_port), "isDefault": True}]}
-    files[OUT / "provisioning" / "dashboards.yaml"] = yaml.safe_dump(provider, sort_keys=False)
-    files[OUT / "provisioning" / "datasources.yaml"] = yaml.safe_dump(datasource, sort_keys=False)
+    head = artifacts.header("dashboards/generate.py")
+    files[PROVISIONING_DIR / "dashboards.yaml"] = head + yaml.safe_dump(provider, sort_keys=False)
+    files[PROVISIONING_DIR / "datasources.yaml"] = head + yaml.safe_dump(datasource, sort_keys=False)
     return files
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a committed file drifted")
-    args = parser.parse_args()
-    files = rendered(load())
-    if args.check:
-        stale = [str(p.relative_to(ROOT)) for p, text in files.items()
-                 if not p.exists() or p.read_text() != text]
-        if stale:
-            print("drifted, run `make dashboards`: " + ", ".join(stale), file=sys.stderr)
-            return 1
-        return 0
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    panels = sum(len(s.panels) for s in all_dashboards(load()))
-    print(f"wrote {len(all_dashboards(load()))} dashboards, {panels} panels, under {OUT.relative_to(ROOT)}/")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    ops = load()
+    return artifacts.emit("dashboards", lambda: rendered(ops), owned=(JSON_DIR, PROVISIONING_DIR), argv=argv)
 
 
 if __name__ == "__main__":

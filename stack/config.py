@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stack import ROOT
+from stack.serving.settings import ApiLimits, Tenants  # what the Serve config passes replicas
 
 OPS_PATH = ROOT / "stack" / "ops.yaml"
 # Points load() at another ops config, e.g. a copy with a tighter SLO.
@@ -168,30 +169,6 @@ class Profile(_Strict):
 
     def deployment(self, app: str, name: str) -> DeploymentOptions:
         return self.apps[app][name]
-
-
-class ApiLimits(_Strict):
-    """Request limits every route enforces; past them a request gets a 4xx naming the field."""
-
-    max_body_bytes: int = Field(gt=0)
-    max_text_chars: int = Field(gt=0)
-    max_texts: int = Field(gt=0)
-    max_features: int = Field(gt=0)
-    max_tenant_id_chars: int = Field(gt=0)
-    max_messages: int = Field(gt=0)
-    max_prompt_chars: int = Field(gt=0)
-
-
-class Tenants(_Strict):
-    tiers: dict[str, str]
-    default_tier: str
-
-    def tier(self, tenant: str) -> str:
-        return self.tiers.get(tenant, self.default_tier)
-
-    @property
-    def all_tiers(self) -> set[str]:
-        return {*self.tiers.values(), self.default_tier}
 
 
 class Observability(_Strict):

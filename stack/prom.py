@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stack.config import OpsConfig
 from stack.polling import eventually
 
-# Prometheus' HTTP API.
+# Prometheus' and Alertmanager's HTTP APIs.
 
 def api(ops: OpsConfig, path: str, **params: str) -> Any:
     """The `data` of a Prometheus HTTP API answer, e.g. api(ops, "/api/v1/query", query="up")."""
@@ -29,6 +29,14 @@ def api(ops: OpsConfig, path: str, **params: str) -> Any:
 def firing_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
     """Alerts Prometheus holds as firing (not pending)."""
     return [a for a in api(ops, "/api/v1/alerts")["alerts"] if a.get("state") == "firing"]
+
+
+def alertmanager_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
+    """Alerts Alertmanager holds as active: what would page, silenced and inhibited ones left out."""
+    r = httpx.get(f"{ops.listen.url(ops.listen.alertmanager_port)}/api/v2/alerts",
+                  params={"active": "true", "silenced": "false", "inhibited": "false"}, timeout=10)
+    r.raise_for_status()
+    return r.json()
 
 
 def parse_time(stamp: str) -> float:

@@ -1,13 +1,12 @@
 """Generate the Serve config files (stack/serve/<profile>.yaml) from the ops config.
 
-The files are what `serve deploy` and `serve run` read; they are committed, and a test fails
+The files are what `serve deploy` and `serve run` read; they are committed, and `make check` fails
 when they drift from this generator. `make up` deploys the same document, with run-time
 overrides (LLM_MODEL) applied, and keeps the deployed copy in .run/.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping
@@ -16,12 +15,12 @@ from typing import Any
 
 import yaml
 
-from stack import ROOT
+from stack import artifacts
+from stack.artifacts import SERVE_DIR
 from stack.config import OpsConfig, Profile, load
 from stack.profile import PROFILES
+from stack.serving.observability.tracing import OTLP_ENDPOINT_ENV
 
-SERVE_DIR = ROOT / "stack" / "serve"
-HEADER = "# Generated from stack/ops.yaml by `python -m stack.serve_config`. Do not edit.\n"
 LLM_APP = "llm"
 # The non-LLM applications: name -> (route prefix, builder). Routes are a contract, not a setting.
 MODEL_APPS = {
@@ -64,17 +63,50 @@ def model_application(name: str, profile: Profile) -> dict[str, Any]:
     }
 
 
+def replica_args(ops: OpsConfig, app: str) -> dict[str, Any]:
+    """What the app's replicas need from the ops config besides their deployment options.
+
+    Args, not user_config: the limits shape the FastAPI app and its OpenAPI spec, built with the app,
+    and the tiers label metrics; a change rolls the replicas, which is rare enough. stack.serving.settings
+    validates them when Serve builds the app.
+    """
+    args: dict[str, Any] = {"api": ops.api.model_dump()}
+    if app == "predict":
+        args["tenants"] = ops.tenants.model_dump()
+    return args
+
+
+def tracing_env(ops: OpsConfig) -> dict[str, str]:
+    """Tracing settings for every Serve process, as controller_options.runtime_env.env_vars.
+
+    Ray calls the exporter (RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH) with no arguments in every Serve
+    process, the proxy included, so it can read only its environment; app args and user_config never reach
+    the proxy. The controller's env_vars do: Ray merges a parent's env_vars into each actor it creates, and
+    the controller creates the proxies and replicas. Serve applies them when it starts the controller, so
+    a change takes a fresh Serve instance (`serve shutdown`). Whether to trace at all stays with the cluster
+    (stack.local.ray_head sets the exporter, or not, with SERVEOPS_INSTRUMENTATION).
+    """
+    env = {"RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio)}
+    if ops.observability.otlp_endpoint:
+        env[OTLP_ENDPOINT_ENV] = ops.observability.otlp_endpoint
+    return env
+
+
 def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
     profile = ops.profile(profile_name)
     missing = set(MODEL_APPS) - set(profile.apps)
     if missing:
         raise ValueError(f"profile {profile_name} has no settings for apps {sorted(missing)}")
+    apps = [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)]
+    for app in apps:  # the Serve config is the replicas' only channel: no replica reads the ops config
+        app["args"] = {**app["args"], **replica_args(ops, app["name"])}
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
+        "controller_options": {"runtime_env": {"env_vars": tracing_env(ops)}},
         # JSON lines, each with Serve's request_id; stack.serving.observability.logs adds the trace id.
         "logging_config": {"encoding": "JSON", "log_level": "INFO", "enable_access_log": True},
-        "applications": [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)],
+        "applications": apps,
     }
 
 
@@ -96,26 +128,13 @@ def effective(profile_name: str, env: Mapping[str, str] = os.environ) -> dict[st
 
 
 def render(config: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(config, sort_keys=False)
+    return artifacts.header("stack/serve_config.py") + yaml.safe_dump(config, sort_keys=False)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a committed file differs")
-    args = parser.parse_args()
-    stale = []
-    for profile in PROFILES:
-        path, text = serve_config_path(profile), render(build(load(), profile))
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path.relative_to(ROOT)))
-        else:
-            path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
-    if stale:
-        print("stale, run `python -m stack.serve_config`: " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    ops = load()
+    configs = {serve_config_path(p): render(build(ops, p)) for p in PROFILES}
+    return artifacts.emit("serve-config", lambda: configs, owned=(SERVE_DIR,), argv=argv)
 
 
 if __name__ == "__main__":

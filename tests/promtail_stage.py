@@ -9,11 +9,16 @@ from typing import Any
 import jmespath
 import yaml
 
-from stack.k8s.generate import PROMTAIL_CONFIG
+from stack.artifacts import MANIFESTS_DIR
+from stack.k8s import promtail
 
 
 def config() -> dict[str, Any]:
-    return yaml.safe_load(PROMTAIL_CONFIG.read_text())
+    """The Promtail config as the Ray pods mount it: the ConfigMap in the manifests."""
+    for doc in yaml.safe_load_all((MANIFESTS_DIR / "20-promtail.yaml").read_text()):
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == promtail.CONFIGMAP:
+            return yaml.safe_load(doc["data"][promtail.CONFIG_KEY])
+    raise AssertionError(f"no ConfigMap {promtail.CONFIGMAP} in 20-promtail.yaml")
 
 
 def stages(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
+from stack import ROOT
 from stack.config import load
-from stack.local import daemons, ray_head
+from stack.local import daemons, instrumentation, ray_head
+from stack.serving.observability import tracing
 from stack.serving.observability.metrics import outcome, route_label
 from stack.tools.traces import as_tree, render
 
@@ -41,6 +45,33 @@ def test_head_env_wires_tracing_and_memory_profiling() -> None:
     assert "RAY_SERVE_ENABLE_MEMORY_PROFILING" not in env
     profiled = ray_head.head_env(ops, cluster, base={"PROFILE_MEMORY": "1"})
     assert profiled["RAY_SERVE_ENABLE_MEMORY_PROFILING"] == "1"
+
+
+def test_span_processors_read_only_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter Ray calls with no args: the JSON-lines sink always, OTLP when the env names it."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    monkeypatch.delenv(tracing.TRACE_DIR_ENV, raising=False)
+    assert tracing.trace_dir() == tracing.DEFAULT_TRACE_DIR
+    assert ray_head.trace_dir() == ROOT / ".run" / "traces"  # the local head sets it, make traces reads it
+    monkeypatch.setenv(tracing.TRACE_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(tracing.OTLP_ENDPOINT_ENV, raising=False)
+    plain = tracing.span_processors()
+    monkeypatch.setenv(tracing.OTLP_ENDPOINT_ENV, "http://127.0.0.1:1/v1/traces")
+    with_otlp = tracing.span_processors()
+    try:
+        assert len(plain) == 1 and list(tmp_path.glob("spans-*.jsonl"))
+        assert isinstance(with_otlp[1].span_exporter, OTLPSpanExporter)
+    finally:
+        for processor in [*plain, *with_otlp]:
+            processor.shutdown()
+
+
+def test_running_mode_is_recorded_by_the_operating_side(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(daemons, "RUN_DIR", tmp_path)
+    assert instrumentation.running_mode() == "full"
+    instrumentation.record("off")
+    assert instrumentation.running_mode() == "off" and (tmp_path / "instrumentation").exists()
 
 
 def test_daemon_lifecycle(tmp_path, monkeypatch) -> None:

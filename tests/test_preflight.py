@@ -152,25 +152,6 @@ def test_rollback_config_must_exist_and_validate(tmp_path: Path) -> None:
     assert result.status == "FAIL" and "not a valid Serve config" in result.reason
 
 
-def test_bundles_match_ray_serve_llm() -> None:
-    """Our count of an LLM's placement group is the one ray.serve.llm reserves."""
-    from ray.llm._internal.serve.core.server.llm_server import _merge_replica_actor_and_child_actor_bundles
-    from ray.serve.llm import LLMConfig
-
-    for name, profile in load().profiles.items():
-        gpus = profile.cluster.num_gpus != 0
-        for model in profile.llm.models:
-            cfg = LLMConfig.model_validate(model.to_llm_config())
-            actor = cfg.deployment_config.get("ray_actor_options", {})
-            replica = {"CPU": actor.get("num_cpus", 1), "GPU": actor.get("num_gpus", 0),
-                       "memory": actor.get("memory", 0)}
-            bundles = _merge_replica_actor_and_child_actor_bundles(cfg.get_engine_config().placement_bundles,
-                                                                   replica)
-            ray_total = {k: sum(float(b.get(k, 0)) for b in bundles) for k in replica}
-            ours = preflight.per_replica(preflight.deployments(profile)[0], gpus)
-            assert ours == ray_total, name
-
-
 # The CLI, as `make preflight` runs it, with no stack: the config copy listens on a closed port.
 
 

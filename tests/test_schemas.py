@@ -1,4 +1,5 @@
-"""Request models carry the ops config's limits, and tenant ids are checked."""
+"""Request models carry the limits they are built with (the ops config's, through the app's args), and
+tenant ids are checked."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from stack.config import load
-from stack.serving.schemas import ChatRequest, ClassifyRequest, EmbedRequest, PredictRequest, TenantId
+from stack.serving.schemas import request_models
+from stack.serving.settings import ApiLimits
 
-LIMITS = load().api
+LIMITS = ApiLimits.model_validate(load().api.model_dump())
+MODELS = request_models(LIMITS)
+EmbedRequest, ClassifyRequest = MODELS.EmbedRequest, MODELS.ClassifyRequest
+PredictRequest, ChatRequest, TenantId = MODELS.PredictRequest, MODELS.ChatRequest, MODELS.TenantId
 
 
 def test_embed_limits_come_from_config() -> None:
@@ -55,3 +60,15 @@ def test_chat_rejects_null_messages_and_unknown_fields() -> None:
     with pytest.raises(ValidationError):
         ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}],
                                     "max_tokens": 0})
+
+
+def test_other_limits_build_other_models() -> None:
+    tight = request_models(LIMITS.model_copy(update={"max_text_chars": 5, "max_tenant_id_chars": 3}))
+    tight.EmbedRequest(text="x" * 5)
+    with pytest.raises(ValidationError):
+        tight.EmbedRequest(text="x" * 6)
+    with pytest.raises(ValidationError):
+        TypeAdapter(tight.TenantId).validate_python("acme")
+    assert MODELS.EmbedRequest(text="x" * 6).texts == ["x" * 6]  # the first models keep their limits
+    assert request_models(LIMITS) is MODELS
+    assert tight.EmbedRequest.__name__ == "EmbedRequest"  # the OpenAPI component name

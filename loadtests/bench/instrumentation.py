@@ -16,7 +16,7 @@ from typing import Any
 
 from loadtests.bench import wrk
 from stack.config import BenchMode, OpsConfig
-from stack.local import second_node
+from stack.local import instrumentation, second_node
 from stack.serving.observability import switch
 
 
@@ -51,11 +51,11 @@ def measure(ops: OpsConfig, mode: BenchMode) -> dict[str, dict[str, Any]]:
 def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
     log = out / "restarts.log"
     runs: dict[str, list[dict[str, Any]]] = {"full": [], "off": []}
-    if switch.running_mode() != "full":
+    if instrumentation.running_mode() != "full":
         restart("full", log)
     order = ["full", *["off", "full"] * mode.repeats]  # each off run between two full ones
     for side in order:
-        if side != switch.running_mode():
+        if side != instrumentation.running_mode():
             restart(side, log)
         runs[side].append(measure(ops, mode))
     per_route = {}

@@ -13,7 +13,7 @@ MANIFESTS_DIR = K8S_DIR / "manifests"
 PROFILE = "gpu"  # a cluster runs the guide's production values
 NAMESPACE = "serveops"
 RAYSERVICE = "serveops"
-# Placeholder: an image built from this repo (see README "From the local stack to a cluster"); the Serve
+# Placeholder: an image built from this repo (see docs/kubernetes.md, "The image"); the Serve
 # apps import stack.* and the tracing hook, so the stock rayproject/ray image cannot run them.
 IMAGE = "serveops:latest"
 # The pin in requirements/*.txt; tests check the installed Ray agrees.

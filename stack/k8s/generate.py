@@ -2,12 +2,12 @@
 
 Numbered files, so `kubectl apply -f stack/k8s/manifests/` applies them in order: the namespace, the
 Redis behind GCS fault tolerance, the Promtail config the Ray pods mount, the RayService, then the
-monitoring objects. Committed; `--check` fails when a file drifts from this generator.
+monitoring objects, whose rules and dashboards come from the committed alerts/serveops.rules.yaml and
+dashboards/json/. Committed; `--check` fails when a file drifts from this generator.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +15,10 @@ from typing import Any
 
 import yaml
 
-from stack import ROOT
+from stack import artifacts
+from stack.artifacts import MANIFESTS_DIR
 from stack.config import OpsConfig, load
 from stack.k8s import (
-    K8S_DIR,
-    MANIFESTS_DIR,
     NAMESPACE,
     PROFILE,
     labels,
@@ -30,8 +29,7 @@ from stack.k8s import (
     sizing,
 )
 
-HEADER = "# Generated from stack/ops.yaml by `make k8s` (stack/k8s/generate.py). Do not edit.\n"
-PROMTAIL_CONFIG = K8S_DIR / "promtail" / "config.yaml"
+HEADER = artifacts.header("stack/k8s/generate.py")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -72,42 +70,24 @@ def rendered(ops: OpsConfig) -> dict[Path, str]:
                               ["Redis for the GCS's state: KubeRay's GCS fault tolerance."]),
         # Before the RayService: its pods mount this ConfigMap and would wait for it.
         "20-promtail.yaml": dump([promtail.configmap(promtail_config)],
-                                 ["Promtail sidecar config (stack/k8s/promtail/config.yaml)."]),
+                                 ["Promtail sidecar config (stack/k8s/promtail.py)."]),
         "30-rayservice.yaml": dump(
             [rayservice.rayservice(ops, groups)],
             [f"The {PROFILE} profile's Serve config on KubeRay; http_options.host is {host} in the pods "
              "(see stack/k8s/rayservice.py).", *rayservice.sizing_notes(groups)]),
         "40-podmonitors.yaml": dump([monitoring.pod_monitor(ops, t) for t in ("head", "worker")]),
-        "50-prometheusrule.yaml": dump([monitoring.prometheus_rule(ops)],
-                                       ["The rules of alerts/serveops.rules.yaml (`make alerts`)."]),
-        "60-dashboards.yaml": dump(monitoring.dashboard_configmaps(ops),
-                                   ["Grafana's sidecar loads ConfigMaps labelled grafana_dashboard."]),
+        "50-prometheusrule.yaml": dump([monitoring.prometheus_rule()],
+                                       ["The rules of alerts/serveops.rules.yaml."]),
+        "60-dashboards.yaml": dump(monitoring.dashboard_configmaps(),
+                                   ["dashboards/json/, minified; Grafana's sidecar loads ConfigMaps "
+                                    "labelled grafana_dashboard."]),
     }
-    return {**{MANIFESTS_DIR / name: text for name, text in manifests.items()},
-            PROMTAIL_CONFIG: HEADER + promtail_config}
+    return {MANIFESTS_DIR / name: text for name, text in manifests.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a committed file drifted")
-    args = parser.parse_args()
-    files = rendered(load())
-    stray = sorted(set(MANIFESTS_DIR.glob("*.yaml")) - set(files))
-    if args.check:
-        stale = [str(p.relative_to(ROOT)) for p, text in files.items()
-                 if not p.exists() or p.read_text() != text]
-        stale += [f"{p.relative_to(ROOT)} (not generated)" for p in stray]
-        if stale:
-            print("drifted, run `make k8s`: " + ", ".join(stale), file=sys.stderr)
-            return 1
-        return 0
-    for path in stray:  # a manifest the generator no longer writes would still be applied
-        path.unlink()
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    print(f"wrote {len(files)} files under {K8S_DIR.relative_to(ROOT)}/")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    ops = load()
+    return artifacts.emit("k8s", lambda: rendered(ops), owned=(MANIFESTS_DIR,), argv=argv)
 
 
 if __name__ == "__main__":

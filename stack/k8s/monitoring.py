@@ -1,12 +1,18 @@
 """Prometheus-operator and Grafana objects: PodMonitors for the Ray pods, and the PrometheusRule and
-dashboard ConfigMaps exactly as `make alerts` and `make dashboards` generate them, in our namespace."""
+dashboard ConfigMaps built from the committed rule file and dashboard JSON, in our namespace.
+
+They read the artifacts rather than their generators: `make generate` writes the rules and dashboards
+first, and each is checked for drift at its own generator, so the manifests follow what is committed.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
 
+from stack.artifacts import DASHBOARDS_DIR, RULES_FILE
 from stack.config import OpsConfig
 from stack.k8s import NAMESPACE, metadata
 
@@ -43,23 +49,23 @@ def pod_monitor(ops: OpsConfig, node_type: str) -> dict[str, Any]:
     }
 
 
-def prometheus_rule(ops: OpsConfig) -> dict[str, Any]:
-    """alerts/k8s/serveops-prometheusrule.yaml, from its own generator, in our namespace."""
-    from alerts import generate as alerts
-
-    rule = yaml.safe_load(alerts.prometheus_rule(ops))
-    rule["metadata"] = {"name": rule["metadata"]["name"], "namespace": NAMESPACE, **rule["metadata"]}
-    return rule
+def prometheus_rule() -> dict[str, Any]:
+    """The groups of alerts/serveops.rules.yaml as a prometheus-operator PrometheusRule."""
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": metadata("serveops", "alerts"), "spec": {"groups": groups}}
 
 
-def dashboard_configmaps(ops: OpsConfig) -> list[dict[str, Any]]:
-    """dashboards/k8s/*-configmap.yaml, from their own generator, in our namespace."""
-    from dashboards import generate as dashboards
+def dashboard_configmaps() -> list[dict[str, Any]]:
+    """One ConfigMap per dashboards/json/<uid>.json, labelled for Grafana's sidecar.
 
+    The JSON goes in minified: the readable copy is dashboards/json/, and this one stays far below
+    kubectl's 256 KiB limit on the last-applied annotation as the dashboards grow.
+    """
     found = []
-    for path, text in sorted(dashboards.rendered(ops).items()):
-        if path.parent == dashboards.OUT / "k8s":
-            cm = yaml.safe_load(text)
-            cm["metadata"] = {"name": cm["metadata"]["name"], "namespace": NAMESPACE, **cm["metadata"]}
-            found.append(cm)
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        board = json.dumps(json.loads(path.read_text()), separators=(",", ":"), sort_keys=True) + "\n"
+        meta = metadata(f"{path.stem}-dashboard", "dashboards")
+        meta["labels"] = {**meta["labels"], "grafana_dashboard": "1"}  # type: ignore[dict-item]
+        found.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {path.name: board}})
     return found

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from stack import ROOT, prom, serve_config
 from stack.config import Cluster, OpsConfig, load
-from stack.local import daemons, gcs_store, monitoring, ray_head, rollout, second_node, serve_deploy
+from stack.local import (
+    daemons,
+    gcs_store,
+    instrumentation,
+    monitoring,
+    ray_head,
+    rollout,
+    second_node,
+    serve_deploy,
+)
 from stack.profile import select
 from stack.serving.observability import switch
 
@@ -21,7 +30,8 @@ RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 
 
 def start_second_node(ops: OpsConfig, cluster: Cluster) -> None:
-    env = {k: v for k, v in ray_head.head_env(ops, cluster).items() if k not in gcs_store.ray_env(ops)}
+    env = {**{k: v for k, v in ray_head.head_env(ops, cluster).items() if k not in gcs_store.ray_env(ops)},
+           **ray_head.LOCAL_AUTH_MODE}
     print(f"starting a second Ray node in network namespace {second_node.NETNS} ({second_node.NODE_IP})")
     second_node.start(ops, cluster.second_node_num_cpus, env, str(LOG_DIR / "ray-start-node2.log"))
     print(f"Ray nodes alive: {second_node.alive_nodes(ops)}")
@@ -46,9 +56,9 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> i
         print(f"Ray head already running at {listen.gcs_address}; redeploying")
         if ray_head.memory_profiling_requested(os.environ):
             print("PROFILE_MEMORY=1 takes effect on a fresh head: run `make down` first", file=sys.stderr)
-        if switch.mode() != switch.running_mode():
+        if switch.mode() != instrumentation.running_mode():
             print(f"{switch.ENV}={switch.mode()} takes effect on a fresh head (this one runs "
-                  f"{switch.running_mode()}): run `make down` first", file=sys.stderr)
+                  f"{instrumentation.running_mode()}): run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
         if profile.cluster.gcs_fault_tolerance:
@@ -143,7 +153,7 @@ def status(ops: OpsConfig) -> int:
     except Exception as err:  # Prometheus down is itself worth saying, not a crash
         print(f"Prometheus: not answering ({err})")
         return 1
-    print(f"instrumentation: {switch.running_mode()}")
+    print(f"instrumentation: {instrumentation.running_mode()}")
     print(f"firing alerts: {len(firing) or 'none'}")
     for alert in firing:
         labels = alert["labels"]

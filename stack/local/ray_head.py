@@ -7,15 +7,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 
 from stack.config import Cluster, Listen, OpsConfig
-from stack.local import gcs_store
+from stack.local import daemons, gcs_store, instrumentation
 from stack.serving.observability import switch
-from stack.serving.observability.tracing import TRACE_DIR_ENV, trace_dir
+from stack.serving.observability.tracing import TRACE_DIR_ENV
 
 BIN = Path(sys.executable).parent
 # Process names that `make down` must leave none of: Ray's daemons, its workers, vLLM's engine,
@@ -55,6 +55,11 @@ def start_command(listen: Listen, cluster: Cluster) -> list[str]:
     return cmd
 
 
+def trace_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the local stack's spans go (and `make traces` reads): SERVEOPS_TRACE_DIR, else .run/traces."""
+    return Path(env.get(TRACE_DIR_ENV) or daemons.RUN_DIR / "traces")
+
+
 def memory_profiling_requested(env: dict[str, str] | os._Environ) -> bool:
     return env.get("PROFILE_MEMORY", "") not in ("", "0")
 
@@ -62,10 +67,12 @@ def memory_profiling_requested(env: dict[str, str] | os._Environ) -> bool:
 def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = None) -> dict[str, str]:
     """Workers inherit the raylet's environment: engine settings and tracing set here reach every replica.
 
-    Tracing goes through env vars rather than the Serve config's tracing_config, so that the proxy,
-    which starts before any config is deployed, traces too and honours a client's traceparent.
+    Whether to trace is the head's: env vars rather than the Serve config's tracing_config, so that the
+    proxy traces too and honours a client's traceparent, and SERVEOPS_INSTRUMENTATION=off leaves the
+    exporter unset (Serve then traces nothing). Where spans go: the local sink directory here, the OTLP
+    endpoint and sampling ratio in the Serve config (stack.serve_config.tracing_env); the ratio is set here
+    too, for a Serve controller started without that config.
     PROFILE_MEMORY=1 turns on Serve's memray hook for every replica from start-up.
-    SERVEOPS_INSTRUMENTATION=off leaves tracing unset (Serve then traces nothing).
     """
     base = dict(os.environ if base is None else base)
     env = {
@@ -80,7 +87,7 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
         env.update({
             "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "stack.serving.observability.tracing:span_processors",
             "RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
-            TRACE_DIR_ENV: str(trace_dir()),
+            TRACE_DIR_ENV: str(trace_dir(base)),
         })
     else:
         env.pop("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", None)
@@ -91,15 +98,21 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
     return env
 
 
+# Ray 2.60 turns token auth on for `ray start` when ~/.ray/auth_token exists, which any earlier
+# `ray.init()` writes; our clients (serve deploy, the state API, `ray status` in runbooks) would then
+# be refused. The local stack's boundary is loopback (docs/security.md), so its mode is set, not inferred.
+LOCAL_AUTH_MODE = {"RAY_AUTH_MODE": "disabled"}
+
+
 def start(ops: OpsConfig, cluster: Cluster, log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = head_env(ops, cluster)
+    env = {**head_env(ops, cluster), **LOCAL_AUTH_MODE}
     with log.open("w") as out:
         proc = subprocess.run(start_command(ops.listen, cluster), env=env, stdout=out,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")
-    switch.record(env[switch.ENV])
+    instrumentation.record(env[switch.ENV])
 
 
 def cmdlines() -> Iterator[tuple[int, str]]:

@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stack.serving.api_errors import install
 from stack.serving.observability import switch
 from stack.serving.observability.request_observer import RequestObserver
-from stack.serving.schemas import LIMITS
+from stack.serving.settings import ApiLimits
 
 
 class SlashAtPrefix:
@@ -26,16 +26,16 @@ class SlashAtPrefix:
         await self.app(scope, receive, send)
 
 
-def harden(app: FastAPI) -> FastAPI:
-    """What every serveops app gets: the error contract, then (outermost) the request observer,
-    unless instrumentation is off."""
-    install(app, LIMITS.max_body_bytes)
+def harden(app: FastAPI, limits: ApiLimits) -> FastAPI:
+    """What every serveops app gets: the error contract with the app's body limit, then (outermost)
+    the request observer, unless instrumentation is off."""
+    install(app, limits.max_body_bytes)
     if switch.enabled():
         app.add_middleware(RequestObserver)
     return app
 
 
-def new_api(title: str) -> FastAPI:
-    api = harden(FastAPI(title=title, version="1"))
+def new_api(title: str, limits: ApiLimits) -> FastAPI:
+    api = harden(FastAPI(title=title, version="1"), limits)
     api.add_middleware(SlashAtPrefix)
     return api

@@ -3,8 +3,8 @@
 Same pieces as `ray.serve.llm.build_openai_app` (LLMServer deployments behind an OpenAI ingress),
 with these changes:
 - only the routes a chat model needs (/v1/models, /v1/chat/completions, /v1/completions);
-- strict request models (stack.serving.schemas), so bad input is a 4xx naming the field, and the OpenAPI
-  spec describes what is really accepted;
+- strict request models (stack.serving.schemas) bounded by the limits in the app's args (`api`), so bad
+  input is a 4xx naming the field, and the OpenAPI spec describes what is really accepted;
 - relative model paths resolve against the project root;
 and it records what the Serve layer sees of each LLM request: an `llm.request` span, prompt and
 completion tokens, and the time to first token of streamed responses.
@@ -12,7 +12,8 @@ completion tokens, and the time to first token of streamed responses.
 `serve deploy stack/serve/cpu.yaml` imports `stack.serving.llm_app:build_app` with the file's args.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the routes' body types from the annotations,
+# and the types are built in build_app() from the app's limits.
 
 import json
 import time
@@ -36,14 +37,15 @@ from ray.llm._internal.serve.core.ingress.ingress import (
 from ray.llm._internal.serve.core.server.builder import build_llm_deployment
 from starlette.responses import Response, StreamingResponse
 
-from stack import ROOT
 from stack.serving import api_errors
 from stack.serving.http_api import harden
+from stack.serving.models import PROJECT_ROOT
 from stack.serving.observability import switch
 from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import tracer
-from stack.serving.schemas import LIMITS, ChatRequest, CompletionRequest
+from stack.serving.schemas import ChatRequestBase, CompletionRequestBase, RequestModels, request_models
+from stack.serving.settings import AppArgs, parse_args
 
 # Only the routes a chat model needs; the stock app's /tokenize, /detokenize, /v1/embeddings and
 # /v1/score 500 on a chat model.
@@ -54,6 +56,7 @@ ENDPOINTS = {
     "chat": lambda app: app.post("/v1/chat/completions", responses=api_errors.ERROR_RESPONSES),
 }
 DEFAULT_MAX_MODEL_LEN = 2048
+LLMRequest = ChatRequestBase | CompletionRequestBase
 
 
 def resolve_source(source: str) -> str:
@@ -61,7 +64,7 @@ def resolve_source(source: str) -> str:
 
     Anything else, an absolute path or a hub id, passes through unchanged.
     """
-    candidate = ROOT / source
+    candidate = PROJECT_ROOT / source
     if not source.startswith("/") and candidate.is_dir():
         return str(candidate)
     return source
@@ -86,16 +89,17 @@ def _has_token(event: dict[str, Any]) -> bool:
 class ValidatingIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes take our strict request models."""
 
-    def __init__(self, llm_deployments, model_cards, *, max_model_lens: dict[str, int], **kwargs) -> None:
+    def __init__(self, llm_deployments, model_cards, *, max_model_lens: dict[str, int],
+                 max_prompt_chars: int, **kwargs) -> None:
         super().__init__(llm_deployments, model_cards, **kwargs)
-        self._max_model_lens = max_model_lens
+        self._max_model_lens, self._max_prompt_chars = max_model_lens, max_prompt_chars
         install_trace_log_filter()
 
-    def _check(self, body: ChatRequest | CompletionRequest, prompt_field: str) -> None:
+    def _check(self, body: LLMRequest, prompt_field: str) -> None:
         chars = body.prompt_chars()
-        if chars > LIMITS.max_prompt_chars:
+        if chars > self._max_prompt_chars:
             raise api_errors.ApiError(
-                422, f"{prompt_field}: {chars} characters of prompt, more than {LIMITS.max_prompt_chars}",
+                422, f"{prompt_field}: {chars} characters of prompt, more than {self._max_prompt_chars}",
                 prompt_field)
         limit = self._max_model_lens.get(body.model or "", DEFAULT_MAX_MODEL_LEN)
         for field in ("max_tokens", "max_completion_tokens"):
@@ -117,7 +121,7 @@ class ValidatingIngress(OpenAiIngress):
         only = list(self._max_model_lens)
         return only[0] if model is None and len(only) == 1 else "other"
 
-    async def _observed(self, body: ChatRequest | CompletionRequest, route: str, vllm_model: type,
+    async def _observed(self, body: LLMRequest, route: str, vllm_model: type,
                         handler: Callable[[Any, Request], Awaitable[Response]], request: Request) -> Response:
         """Run the stock handler with an llm.request span, token counts and time to first token."""
         data = body.model_dump(exclude_unset=True)
@@ -182,32 +186,49 @@ class ValidatingIngress(OpenAiIngress):
         finally:
             span.end()
 
-    async def chat(self, body: ChatRequest, request: Request) -> Response:
+    async def chat(self, body: ChatRequestBase, request: Request) -> Response:
         self._check(body, "messages")
         return await self._observed(body, "/v1/chat/completions", vllm_models.ChatCompletionRequest,
                                     super().chat, request)
 
-    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+    async def completions(self, body: CompletionRequestBase, request: Request) -> Response:
         self._check(body, "prompt")
         return await self._observed(body, "/v1/completions", vllm_models.CompletionRequest,
                                     super().completions, request)
 
 
+def bounded_ingress(models: RequestModels) -> type[ValidatingIngress]:
+    """ValidatingIngress whose routes take the request models bounded by the app's limits."""
+
+    class BoundedIngress(ValidatingIngress):
+        async def chat(self, body: models.ChatRequest, request: Request) -> Response:
+            return await super().chat(body, request)
+
+        async def completions(self, body: models.CompletionRequest, request: Request) -> Response:
+            return await super().completions(body, request)
+
+    return BoundedIngress
+
+
 def build_app(args: dict[str, Any]):
-    serving = LLMServingArgs.model_validate(with_resolved_sources(args))
+    # `api` is ours; the rest is ray.serve.llm's LLMServingArgs.
+    limits = parse_args(AppArgs, {k: v for k, v in args.items() if k == "api"}, "llm").api
+    llm_args = {k: v for k, v in args.items() if k != "api"}
+    serving = LLMServingArgs.model_validate(with_resolved_sources(llm_args))
     configs = serving.llm_configs
     options = maybe_apply_llm_deployment_config_defaults(
         ValidatingIngress.get_deployment_options(configs), serving.ingress_deployment_config
     )
     options.setdefault("name", "OpenAiIngress")
-    fastapi_app = harden(init())
+    fastapi_app = harden(init(), limits)
     fastapi_app.title = "serveops OpenAI API"
     ingress = make_fastapi_ingress(
-        ValidatingIngress, endpoint_map=ENDPOINTS, app=fastapi_app
+        bounded_ingress(request_models(limits)), endpoint_map=ENDPOINTS, app=fastapi_app
     )
     return serve.deployment(ingress, **options).bind(
         llm_deployments={c.model_id: build_llm_deployment(c) for c in configs},
         model_cards={c.model_id: to_model_metadata(c.model_id, c) for c in configs},
         max_model_lens={c.model_id: int(c.engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN))
                         for c in configs},
+        max_prompt_chars=limits.max_prompt_chars,
     )

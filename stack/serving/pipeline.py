@@ -3,7 +3,8 @@
 Pipeline (ingress) -> Preprocessor -> Classifier (-> Embedder of the embed app) -> Postprocessor.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the route's body type from the annotation, and
+# the type is built in pipeline() from the app's limits.
 
 import json
 import re
@@ -11,6 +12,7 @@ import unicodedata
 from typing import Any
 
 from ray import serve
+from ray.serve.deployment import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from stack.serving.api_errors import ERROR_RESPONSES
@@ -18,9 +20,9 @@ from stack.serving.http_api import new_api
 from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import span
-from stack.serving.schemas import ClassifyRequest, ClassifyResponse
+from stack.serving.schemas import ClassifyResponse, request_models
+from stack.serving.settings import ApiLimits
 
-api = new_api("serveops /classify")
 EMBED_APP, EMBEDDER = "embed", "Embedder"
 
 
@@ -84,19 +86,26 @@ class Postprocessor:
                     "scores": {k: round(v, 4) for k, v in scores.items()}}
 
 
-@serve.deployment(name="Pipeline")
-@serve.ingress(api)
-class Pipeline:
-    def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle,
-                 postprocessor: DeploymentHandle) -> None:
-        self.preprocessor, self.classifier, self.postprocessor = preprocessor, classifier, postprocessor
-        install_trace_log_filter()
+def pipeline(limits: ApiLimits) -> Deployment:
+    """The Pipeline ingress, its route bounded by the limits in the app's args."""
+    models = request_models(limits)
+    api = new_api("serveops /classify", limits)
 
-    @api.post("/", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
-    async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
-        pre = await self.preprocessor.preprocess.remote(body.text)
-        classified = await self.classifier.classify.remote(pre)
-        m = metrics()
-        m.input_chars.observe(len(body.text), tags={"route": "/classify"})
-        m.input_tokens.observe(classified["tokens"], tags={"route": "/classify"})
-        return ClassifyResponse(**await self.postprocessor.format_response.remote(classified))
+    @serve.deployment(name="Pipeline")
+    @serve.ingress(api)
+    class Pipeline:
+        def __init__(self, preprocessor: DeploymentHandle, classifier: DeploymentHandle,
+                     postprocessor: DeploymentHandle) -> None:
+            self.preprocessor, self.classifier, self.postprocessor = preprocessor, classifier, postprocessor
+            install_trace_log_filter()
+
+        @api.post("/", response_model=ClassifyResponse, responses=ERROR_RESPONSES)
+        async def classify(self, body: models.ClassifyRequest) -> ClassifyResponse:
+            pre = await self.preprocessor.preprocess.remote(body.text)
+            classified = await self.classifier.classify.remote(pre)
+            m = metrics()
+            m.input_chars.observe(len(body.text), tags={"route": "/classify"})
+            m.input_tokens.observe(classified["tokens"], tags={"route": "/classify"})
+            return ClassifyResponse(**await self.postprocessor.format_response.remote(classified))
+
+    return Pipeline

@@ -1,12 +1,16 @@
-"""Request and response models for every route, with the limits from the ops config.
+"""Request and response models for every route; request_models() builds those that carry the limits.
 
-FastAPI validates bodies against them and publishes them in each app's OpenAPI spec, so the
-spec and the checks cannot disagree. Unknown fields are rejected, and types are strict:
-"1" is not a number, 1 is not a string.
+The limits arrive as the app's args (stack.serving.settings.ApiLimits), so the models that enforce them
+are built when the app is, from those args. FastAPI validates bodies against them and publishes them in
+each app's OpenAPI spec, so the spec and the checks cannot disagree. Unknown fields are rejected, and
+types are strict: "1" is not a number, 1 is not a string.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: request_models() defines models in a function, and pydantic
+# must see their annotations as objects, not as names of its locals.
 
+import functools
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,9 +24,8 @@ from pydantic import (
     StrictStr,
 )
 
-from stack.config import load
+from stack.serving.settings import ApiLimits
 
-LIMITS = load().api
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 
@@ -32,7 +35,6 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Text = Annotated[StrictStr, Field(min_length=1, max_length=LIMITS.max_text_chars), AfterValidator(_not_blank)]
 Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 # Bounded so that no value overflows a float64 model input.
 Feature = Annotated[Number, Field(ge=-1e12, le=1e12)]
@@ -42,10 +44,10 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EmbedRequest(Request):
-    text: Text | Annotated[list[Text], Field(min_length=1, max_length=LIMITS.max_texts)] = Field(
-        description="One text, or a list of texts."
-    )
+class EmbedRequestBase(Request):
+    """/embed without its limits; request_models() gives the bounded one."""
+
+    text: str | list[str]
 
     @property
     def texts(self) -> list[str]:
@@ -58,29 +60,16 @@ class EmbedResponse(BaseModel):
     batch_size: int = Field(description="Size of the largest @serve.batch batch the texts ran in.")
 
 
-class ClassifyRequest(Request):
-    text: Text
-
-
 class ClassifyResponse(BaseModel):
     label: str
     confidence: float
     scores: dict[str, float]
 
 
-class PredictRequest(Request):
-    features: Annotated[list[Feature], Field(min_length=1, max_length=LIMITS.max_features)]
-
-
 class PredictResponse(BaseModel):
     tenant: str
     prediction: float | int | str
     model: str
-
-
-# The multiplexed model id (header serve_multiplexed_model_id): short, lower-case, no path characters.
-TenantId = Annotated[StrictStr, Field(min_length=1, max_length=LIMITS.max_tenant_id_chars,
-                                      pattern=TENANT_ID_PATTERN)]
 
 
 # --- OpenAI routes: the fields we accept; anything else is a 422 naming it. ---
@@ -133,8 +122,10 @@ class Sampling(Request):
     skip_special_tokens: StrictBool | None = None
 
 
-class ChatRequest(Sampling):
-    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=LIMITS.max_messages)]
+class ChatRequestBase(Sampling):
+    """Chat without its limits; request_models() gives the bounded one."""
+
+    messages: list[ChatMessage]
     max_completion_tokens: MaxTokens | None = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
@@ -155,11 +146,57 @@ class ChatRequest(Sampling):
 Prompt = Annotated[StrictStr, Field(min_length=1)]
 
 
-class CompletionRequest(Sampling):
-    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=LIMITS.max_texts)]
+class CompletionRequestBase(Sampling):
+    """Completions without their limits; request_models() gives the bounded one."""
+
+    prompt: Prompt | list[Prompt]
     echo: StrictBool | None = None
     logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     suffix: StrictStr | None = None
 
     def prompt_chars(self) -> int:
         return len(self.prompt) if isinstance(self.prompt, str) else sum(map(len, self.prompt))
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The request models of every route, bounded by one set of limits."""
+
+    limits: ApiLimits
+    EmbedRequest: type[EmbedRequestBase]
+    ClassifyRequest: type[Request]
+    PredictRequest: type[Request]
+    # The multiplexed model id (header serve_multiplexed_model_id): short, lower-case, no path characters.
+    TenantId: Any
+    ChatRequest: type[ChatRequestBase]
+    CompletionRequest: type[CompletionRequestBase]
+
+
+@functools.cache
+def request_models(limits: ApiLimits) -> RequestModels:
+    """Models named as before (EmbedRequest, ...), so each OpenAPI spec keeps its component names."""
+    Text = Annotated[StrictStr, Field(min_length=1, max_length=limits.max_text_chars),
+                     AfterValidator(_not_blank)]
+
+    class EmbedRequest(EmbedRequestBase):
+        text: Text | Annotated[list[Text], Field(min_length=1, max_length=limits.max_texts)] = Field(
+            description="One text, or a list of texts."
+        )
+
+    class ClassifyRequest(Request):
+        text: Text
+
+    class PredictRequest(Request):
+        features: Annotated[list[Feature], Field(min_length=1, max_length=limits.max_features)]
+
+    class ChatRequest(ChatRequestBase):
+        messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=limits.max_messages)]
+
+    class CompletionRequest(CompletionRequestBase):
+        prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=limits.max_texts)]
+
+    tenant_id = Annotated[StrictStr, Field(min_length=1, max_length=limits.max_tenant_id_chars,
+                                           pattern=TENANT_ID_PATTERN)]
+    return RequestModels(limits=limits, EmbedRequest=EmbedRequest, ClassifyRequest=ClassifyRequest,
+                         PredictRequest=PredictRequest, TenantId=tenant_id, ChatRequest=ChatRequest,
+                         CompletionRequest=CompletionRequest)

@@ -3,7 +3,8 @@
 The header serve_multiplexed_model_id names the tenant; Serve routes to a replica that has its model.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the route's body and header types from the
+# annotations, and the types are built in tenant_models() from the app's limits.
 
 import asyncio
 import time
@@ -13,34 +14,34 @@ from fastapi import Header
 from ray import serve
 from ray.serve.deployment import Deployment
 
-from stack import ROOT
-from stack.config import load
 from stack.serving.api_errors import ERROR_RESPONSES, ApiError
 from stack.serving.http_api import new_api
-from stack.serving.models import TENANT_STORE
+from stack.serving.models import PROJECT_ROOT, TENANT_STORE
 from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics, outcome
 from stack.serving.observability.tracing import span
-from stack.serving.schemas import PredictRequest, PredictResponse, TenantId
+from stack.serving.schemas import PredictResponse, request_models
+from stack.serving.settings import ApiLimits, Tenants
 
-api = new_api("serveops /predict")
 HEADER = "serve_multiplexed_model_id"
-TENANTS = load().tenants
 
 
 def _scalar(value: Any) -> float | int | str:
     return value.item() if hasattr(value, "item") else value
 
 
-def tenant_models(max_models: int) -> Deployment:
-    """The deployment class, with the multiplex cache size from the ops config baked in."""
+def tenant_models(limits: ApiLimits, tenants: Tenants, max_models: int) -> Deployment:
+    """The deployment, with the app's args baked in: its limits, the tenants' tiers (metric and span
+    labels) and the multiplex cache size."""
+    models = request_models(limits)
+    api = new_api("serveops /predict", limits)
 
     @serve.deployment(name="TenantModels")
     @serve.ingress(api)
     class TenantModels:
         def __init__(self, store: str | None = None) -> None:
             install_trace_log_filter()
-            self.store = TENANT_STORE if store is None else ROOT / store
+            self.store = TENANT_STORE if store is None else PROJECT_ROOT / store
             # Fail the replica, not the first request: a rollout naming a missing store must not go healthy.
             if not any(self.store.glob("*.joblib")):
                 raise FileNotFoundError(f"no tenant models in {self.store}")
@@ -49,7 +50,7 @@ def tenant_models(max_models: int) -> Deployment:
         async def get_model(self, tenant: str) -> Any:
             import joblib
 
-            with span("model.load", **{"tenant.tier": TENANTS.tier(tenant)}):
+            with span("model.load", **{"tenant.tier": tenants.tier(tenant)}):
                 try:
                     return await asyncio.to_thread(joblib.load, self.store / f"{tenant}.joblib")
                 except Exception:
@@ -59,11 +60,11 @@ def tenant_models(max_models: int) -> Deployment:
         @api.post("/", response_model=PredictResponse, responses=ERROR_RESPONSES)
         async def predict(
             self,
-            body: PredictRequest,
-            tenant: Annotated[TenantId, Header(alias=HEADER, convert_underscores=False,
+            body: models.PredictRequest,
+            tenant: Annotated[models.TenantId, Header(alias=HEADER, convert_underscores=False,
                                                description="Tenant id; selects the model.")],
         ) -> PredictResponse:
-            tier, started, status = TENANTS.tier(tenant), time.perf_counter(), 500
+            tier, started, status = tenants.tier(tenant), time.perf_counter(), 500
             try:
                 response = await self._predict(tenant, body)
                 status = 200
@@ -76,7 +77,7 @@ def tenant_models(max_models: int) -> Deployment:
                 m.tenant_requests.inc(tags={"tier": tier, "outcome": outcome(status)})
                 m.tenant_latency_ms.observe((time.perf_counter() - started) * 1000, tags={"tier": tier})
 
-        async def _predict(self, tenant: str, body: PredictRequest) -> PredictResponse:
+        async def _predict(self, tenant: str, body: models.PredictRequest) -> PredictResponse:
             if not (self.store / f"{tenant}.joblib").is_file():
                 raise ApiError(404, f"no model for tenant {tenant!r}", HEADER, "not_found")
             try:

@@ -14,29 +14,26 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import httpx
 import yaml
 from pydantic import ValidationError
-from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from stack import ROOT, prom, serve_config
+from stack import ROOT, prom, resources
 from stack.artifacts import RULES_FILE
-from stack.config import OPS_PATH, OPS_PATH_ENV, DeploymentOptions, LLMModel, OpsConfig, Profile, load
+from stack.config import OPS_PATH, OPS_PATH_ENV, OpsConfig, Profile, load
 from stack.local import ray_head, rollout
 from stack.profile import select
+from stack.resources import GIB
 
 Status = Literal["PASS", "FAIL", "N/A"]
 GPU_MEMORY_UTILIZATION = (0.80, 0.85)
 HEADROOM = 0.80  # deployments at max_replicas may take this share of the cluster
 MIN_DOWNSCALE_DELAY_S = 300
-# Serve's default when ray_actor_options names no num_cpus.
-SERVE_DEFAULT_CPUS = 1.0
-# The name stack.serving.llm_app gives the LLM app's ingress deployment.
-LLM_INGRESS = "OpenAiIngress"
 REQUIRED_ALERTS = {
     "p99 latency": ("ServeLatencyBudgetBurn",),
     "error rate": ("ServeErrorBudgetBurn",),
@@ -45,7 +42,6 @@ REQUIRED_ALERTS = {
 # Ray 2.60's measurements of how long a replica (or a multiplexed model) takes to go away.
 UNLOAD_METRICS = ("ray_serve_replica_shutdown_duration_ms", "ray_serve_multiplexed_model_unload_latency_ms")
 UNLOAD_WINDOW = "2d"  # all Prometheus keeps (monitoring.start): replicas stop rarely
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -66,18 +62,6 @@ class Live:
 
 
 @dataclass(frozen=True)
-class Deployment:
-    app: str
-    name: str  # as Serve names it
-    options: DeploymentOptions
-    llm: LLMModel | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.app}/{self.name}"
-
-
-@dataclass(frozen=True)
 class Context:
     ops: OpsConfig
     profile_name: str
@@ -93,16 +77,16 @@ class Context:
     def has_gpus(self) -> bool:
         return self.profile.cluster.num_gpus != 0  # None: Ray detects them (the gpu profile)
 
+    @cached_property
+    def deployments(self) -> list[resources.Deployment]:
+        """Every deployment Serve runs, the LLM ingress included: what item 3 adds up."""
+        return resources.deployments(self.profile)
 
-def deployments(profile: Profile) -> list[Deployment]:
-    """The deployments the ops config sizes: each LLM model's LLMServer and the model apps'.
-
-    The LLM ingress (ray.serve.llm's router) is left at Ray's defaults; only its reservation counts (item 3).
-    """
-    llm = [Deployment(serve_config.LLM_APP, f"LLMServer:{m.model_id}", m.deployment, m)
-           for m in profile.llm.models]
-    return llm + [Deployment(app, name, opts)
-                  for app, deps in profile.apps.items() for name, opts in deps.items()]
+    @cached_property
+    def configured(self) -> list[resources.Deployment]:
+        """The deployments whose options the ops config sets, the ones items 1, 4, 5 and 6 check. The
+        ingress runs at ray.serve.llm's defaults but for max_ongoing_requests; its resources still count."""
+        return [d for d in self.deployments if not d.ingress]
 
 
 def _amount(resource: str, value: float) -> str:
@@ -113,51 +97,20 @@ def _values(xs: list[float]) -> str:
     return "/".join(f"{x:g}" for x in sorted(set(xs)))
 
 
-def _scaling(opts: DeploymentOptions) -> tuple[int, int, AutoscalingConfig | None]:
-    """(min, max) replicas and Serve's view of the autoscaling config, defaults filled in."""
-    if opts.autoscaling_config is not None:
-        cfg = AutoscalingConfig(**opts.autoscaling_config)
-        return cfg.min_replicas, cfg.max_replicas, cfg
-    n = opts.num_replicas if opts.num_replicas is not None else 1
-    return n, n, None
-
-
-def _llm_bundles(model: LLMModel, gpus: bool) -> list[dict[str, float]]:
-    """The engine's placement-group bundles as ray.serve.llm builds them: placement_group_config, else one
-    GPU (CPU on a CPU build) per tensor- and pipeline-parallel worker."""
-    kw, pg = model.engine_kwargs, model.placement_group_config or {}
-    workers = int(kw.get("tensor_parallel_size", 1)) * int(kw.get("pipeline_parallel_size", 1))
-    if pg.get("bundle_per_worker") is None and pg.get("bundles"):
-        return [dict(b) for b in pg["bundles"]]
-    per_worker = pg.get("bundle_per_worker") or ({"GPU": 1} if gpus else {"CPU": 1})
-    return [dict(per_worker) for _ in range(workers)]
-
-
-def per_replica(d: Deployment, gpus: bool) -> dict[str, float]:
-    """CPU, GPU and memory one replica reserves; an LLM's replica actor shares its placement group."""
-    actor = d.options.ray_actor_options or {}
-    out = {"CPU": float(actor.get("num_cpus", SERVE_DEFAULT_CPUS)), "GPU": float(actor.get("num_gpus", 0)),
-           "memory": float(actor.get("memory", 0))}
-    for bundle in _llm_bundles(d.llm, gpus) if d.llm else []:
-        for key in out:
-            out[key] += float(bundle.get(key, 0))
-    return out
-
-
 def resources_declared(ctx: Context) -> Result:
     keys = {"num_cpus": "CPU", "memory": "memory", **({"num_gpus": "GPU"} if ctx.has_gpus else {})}
     missing = []
-    for d in deployments(ctx.profile):
+    for d in ctx.configured:
         actor = d.options.ray_actor_options or {}
-        # An LLM may declare them in its placement-group bundles (defaults follow tensor_parallel_size).
-        bundles = _llm_bundles(d.llm, ctx.has_gpus) if d.llm else []
+        # An LLM may declare them in its engine's bundles (LLMConfig's defaults follow tensor_parallel_size).
+        bundles = d.engine_bundles
         absent = [k for k, res in keys.items() if k not in actor and not any(res in b for b in bundles)]
         if absent:
-            missing.append(f"{d.label} ({', '.join(absent)})")
+            missing.append(f"{d.name} ({', '.join(absent)})")
     wanted = ", ".join(keys) + ("" if ctx.has_gpus else f" (profile {ctx.profile_name} has no GPU)")
     if missing:
         return Result("FAIL", f"no {wanted} declared for: {'; '.join(missing)}")
-    return Result("PASS", f"{wanted} declared for all {len(deployments(ctx.profile))} deployments")
+    return Result("PASS", f"{wanted} declared for all {len(ctx.configured)} deployments")
 
 
 def gpu_memory_utilization(ctx: Context) -> Result:
@@ -184,14 +137,10 @@ def _cluster_total(ctx: Context) -> tuple[str, dict[str, float]]:
 
 
 def max_replicas_headroom(ctx: Context) -> Result:
-    ingress = Deployment(serve_config.LLM_APP, LLM_INGRESS, ctx.profile.llm.ingress)
-    need = {"CPU": 0.0, "GPU": 0.0, "memory": 0.0}
-    parts = []
-    for d in [*deployments(ctx.profile), ingress]:
-        top, each = _scaling(d.options)[1], per_replica(d, ctx.has_gpus)
-        for key in need:
-            need[key] += top * each[key]
-        parts.append(f"{d.name} {top}x({', '.join(f'{k} {_amount(k, v)}' for k, v in each.items() if v)})")
+    need = sum((d.replica * d.max_replicas for d in ctx.deployments), resources.NONE).resources()
+    parts = [f"{d.name} {d.max_replicas}x("
+             f"{', '.join(f'{k} {_amount(k, v)}' for k, v in d.replica.resources().items() if v)})"
+             for d in ctx.deployments]
     source, total = _cluster_total(ctx)
     compared, unknown, over = [], [], []
     for key, needed in need.items():
@@ -215,17 +164,17 @@ def max_replicas_headroom(ctx: Context) -> Result:
 
 def downscale_delay(ctx: Context) -> Result:
     fixed, ok, bad = [], [], []
-    for d in deployments(ctx.profile):
-        low, high, cfg = _scaling(d.options)
+    for d in ctx.configured:
+        low, high, cfg = d.min_replicas, d.max_replicas, d.autoscaling
         if cfg is None or high <= low:
-            fixed.append(f"{d.label} ({low}..{high})")
+            fixed.append(f"{d.name} ({low}..{high})")
             continue
         delays = {"downscale_delay_s": cfg.downscale_delay_s}
         if low == 0:  # the last replica goes after downscale_to_zero_delay_s, when set
             to_zero = cfg.downscale_to_zero_delay_s
             delays["downscale_to_zero_delay_s"] = cfg.downscale_delay_s if to_zero is None else to_zero
         unset = "" if "downscale_delay_s" in (d.options.autoscaling_config or {}) else " (Serve's default)"
-        text = f"{d.label} {low}..{high}: " + ", ".join(f"{k} {v:g} s" for k, v in delays.items()) + unset
+        text = f"{d.name} {low}..{high}: " + ", ".join(f"{k} {v:g} s" for k, v in delays.items()) + unset
         (bad if min(delays.values()) < MIN_DOWNSCALE_DELAY_S else ok).append(text)
     fixed_text = f"fixed size (min_replicas == max_replicas), nothing to scale down: {', '.join(fixed)}"
     if bad:
@@ -237,9 +186,9 @@ def downscale_delay(ctx: Context) -> Result:
 
 
 def health_checks(ctx: Context) -> Result:
-    deps = deployments(ctx.profile)
+    deps = ctx.configured
     fields = ("health_check_period_s", "health_check_timeout_s")
-    missing = [f"{d.label} ({', '.join(f for f in fields if getattr(d.options, f) is None)})"
+    missing = [f"{d.name} ({', '.join(f for f in fields if getattr(d.options, f) is None)})"
                for d in deps if any(getattr(d.options, f) is None for f in fields)]
     if missing:
         return Result("FAIL", f"not set (Serve's defaults apply): {'; '.join(missing)}")
@@ -249,12 +198,12 @@ def health_checks(ctx: Context) -> Result:
 
 
 def graceful_shutdown(ctx: Context) -> Result:
-    deps = deployments(ctx.profile)
-    unset = [d.label for d in deps if d.options.graceful_shutdown_timeout_s is None]
+    deps = ctx.configured
+    unset = [d.name for d in deps if d.options.graceful_shutdown_timeout_s is None]
     if unset:
         return Result("FAIL", "graceful_shutdown_timeout_s not set (Serve's default 20 s, whatever the model "
                               f"needs): {', '.join(unset)}")
-    timeouts = {d.label: float(d.options.graceful_shutdown_timeout_s or 0) for d in deps}
+    timeouts = {d.name: float(d.options.graceful_shutdown_timeout_s or 0) for d in deps}
     configured = f"graceful_shutdown_timeout_s {_values(list(timeouts.values()))} s"
     measured = ctx.live.unload_s
     if measured is None:

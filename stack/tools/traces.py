@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stack.serving.observability.tracing import trace_dir
+from stack.local.ray_head import trace_dir
 
 
 def load_trace(trace_id: str, directory: Path) -> list[dict[str, Any]]:

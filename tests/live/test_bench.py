@@ -15,7 +15,7 @@ import pytest
 
 from stack import ROOT
 from stack.config import OpsConfig
-from stack.serving.observability import switch
+from stack.local import instrumentation
 
 pytestmark = pytest.mark.live
 RATIOS = ("bert_serve_efficiency", "batching_gain", "texts_efficiency", "llm_throughput_ratio",
@@ -61,6 +61,6 @@ def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
     assert all(f"| {name} |" in table for name in RATIOS)
 
     # Left as found: full instrumentation, the embed batching of the ops config, every route serving.
-    assert switch.running_mode() == "full"
+    assert instrumentation.running_mode() == "full"
     answer = httpx.post(f"{live_stack.listen.serve_url}/embed", json={"text": "after the bench"}, timeout=60)
     assert answer.status_code == 200 and answer.headers.get("x-trace-id")

@@ -13,8 +13,9 @@ import pytest
 from stack import ROOT
 from stack.local import serve_deploy
 from stack.local.cluster import RAY_LOGS
+from stack.local.ray_head import trace_dir
 from stack.polling import eventually
-from stack.serving.observability.tracing import TRACE_HEADER, trace_dir
+from stack.serving.observability.tracing import TRACE_HEADER
 from stack.tools.traces import load_trace
 
 pytestmark = pytest.mark.live

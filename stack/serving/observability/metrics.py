@@ -7,8 +7,8 @@ Label cardinality is bounded by construction; no raw user value becomes a label 
 - route: one of ROUTES, else "other";
 - outcome: ok | client_error | server_error;
 - error_class: an error kind of ours or a pydantic error type (a fixed set), else "other";
-- label: the classifier's labels; tier: the tenant tiers in the ops config plus the default tier;
-- model: model ids from the ops config.
+- label: the classifier's labels; tier: the tenant tiers in the predict app's args plus the default tier;
+- model: model ids from the LLM app's args.
 """
 
 from __future__ import annotations

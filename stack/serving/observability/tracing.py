@@ -2,9 +2,11 @@
 
 `make up` sets RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH to span_processors below, so every Serve
 process (proxy and replicas) exports through it: a JSON-lines file per process under the trace
-directory (the default sink, read by `make traces`), and OTLP when the ops config names an
-endpoint (Tempo, Jaeger). Ray keeps the OpenTelemetry context current while it handles a request, so a
-span opened with span() nests under Ray's replica span, and a client's W3C traceparent is honoured.
+directory (the default sink, read by `make traces`), and OTLP when OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+names an endpoint (Tempo, Jaeger). Ray calls span_processors with no arguments, so both come from the
+process environment; the endpoint travels in the Serve config (see stack/serve_config.py, tracing_env).
+Ray keeps the OpenTelemetry context current while it handles a request, so a span opened with span()
+nests under Ray's replica span, and a client's W3C traceparent is honoured.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,11 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 TRACE_DIR_ENV = "SERVEOPS_TRACE_DIR"
+# Whoever turns tracing on sets SERVEOPS_TRACE_DIR too (the local head: .run/traces; a pod: its Ray
+# volume); without it, spans land where Ray keeps its own files.
+DEFAULT_TRACE_DIR = Path("/tmp/ray/serveops-traces")
+# OpenTelemetry's own variable, so a cluster that already sets it for other services exports here too.
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 TRACE_HEADER = "x-trace-id"
 EXPORT_DELAY_MS = 500
 
@@ -65,10 +72,12 @@ class JsonlSpanExporter(SpanExporter):
             self._file.close()
 
 
-def trace_dir() -> Path:
-    from stack.local.daemons import RUN_DIR
+def trace_dir(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get(TRACE_DIR_ENV) or DEFAULT_TRACE_DIR)
 
-    return Path(os.environ.get(TRACE_DIR_ENV) or RUN_DIR / "traces")
+
+def otlp_endpoint(env: Mapping[str, str] = os.environ) -> str | None:
+    return env.get(OTLP_ENDPOINT_ENV, "").strip() or None
 
 
 def span_processors() -> list[SpanProcessor]:
@@ -79,9 +88,7 @@ def span_processors() -> list[SpanProcessor]:
         BatchSpanProcessor(JsonlSpanExporter(trace_dir() / f"spans-{os.getpid()}.jsonl"),
                            schedule_delay_millis=EXPORT_DELAY_MS)
     ]
-    from stack.config import load
-
-    endpoint = load().observability.otlp_endpoint
+    endpoint = otlp_endpoint()
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

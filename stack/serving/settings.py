@@ -1,0 +1,70 @@
+"""What a replica is told: its application's args in the Serve config, validated when the app is built.
+
+stack/serve_config.py renders them from the ops config; nothing here reads that file, so the Serve
+config alone (`serve deploy stack/serve/gpu.yaml` on any cluster) carries every setting a replica needs.
+The ops config's `api` and `tenants` sections are these same models (stack/config.py imports them),
+so what the config accepts and what a replica is told cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    # An arg the code does not know is a typo or a version skew: fail the deploy, not a request.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiLimits(_Strict):
+    """Request limits every route enforces; past them a request gets a 4xx naming the field."""
+
+    max_body_bytes: int = Field(gt=0)
+    max_text_chars: int = Field(gt=0)
+    max_texts: int = Field(gt=0)
+    max_features: int = Field(gt=0)
+    max_tenant_id_chars: int = Field(gt=0)
+    max_messages: int = Field(gt=0)
+    max_prompt_chars: int = Field(gt=0)
+
+
+class Tenants(_Strict):
+    """/predict tenants by tier; metrics carry the tier, never the tenant id."""
+
+    tiers: dict[str, str]
+    default_tier: str
+
+    def tier(self, tenant: str) -> str:
+        return self.tiers.get(tenant, self.default_tier)
+
+    @property
+    def all_tiers(self) -> set[str]:
+        return {*self.tiers.values(), self.default_tier}
+
+
+class AppArgs(_Strict):
+    """Args every app takes."""
+
+    api: ApiLimits
+
+
+class PredictArgs(AppArgs):
+    tenants: Tenants
+    max_num_models_per_replica: int = Field(gt=0)
+    # Where the tenants' models are, relative to the project root; a new release may point elsewhere.
+    model_store: str | None = None
+
+
+Args = TypeVar("Args", bound=BaseModel)
+
+
+def parse_args(model: type[Args], args: Mapping[str, Any] | None, app: str) -> Args:
+    """The app's args as `model`; a missing or bad arg fails the build with a message naming it."""
+    try:
+        return model.model_validate(dict(args or {}))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"the {app} app's args in the Serve config are invalid: {problems}") from None
