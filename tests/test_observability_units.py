@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -45,6 +46,23 @@ def test_head_env_wires_tracing_and_memory_profiling() -> None:
     assert "RAY_SERVE_ENABLE_MEMORY_PROFILING" not in env
     profiled = ray_head.head_env(ops, cluster, base={"PROFILE_MEMORY": "1"})
     assert profiled["RAY_SERVE_ENABLE_MEMORY_PROFILING"] == "1"
+
+
+def test_local_head_sets_its_auth_mode(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ~/.ray/auth_token left by any ray.init() must not turn token auth on under our clients."""
+    seen: dict[str, str] = {}
+
+    def fake_run(cmd, env, **_):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(ray_head.subprocess, "run", fake_run)
+    monkeypatch.setattr(ray_head.instrumentation, "record", lambda _: None)
+    ops = load()
+    ray_head.start(ops, ops.profile("cpu").cluster, tmp_path / "ray-start.log")
+    assert seen["RAY_AUTH_MODE"] == "disabled"
+    pods = ray_head.head_env(ops, ops.profile("gpu").cluster, base={})
+    assert "RAY_AUTH_MODE" not in pods  # on Kubernetes, KubeRay decides
 
 
 def test_span_processors_read_only_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from stack.serving.observability.tracing import TRACE_DIR_ENV
 
 # Inside a pod the proxy must listen on the pod's address: KubeRay's serve Service sends traffic to the
 # pod IP, and a proxy on loopback would never get it. The pod network, not the bind address, is the
-# boundary there (a NetworkPolicy; see README "Security"). Locally every listener stays on 127.0.0.1.
+# boundary there (a NetworkPolicy; see docs/security.md). Locally every listener stays on 127.0.0.1.
 POD_LISTEN_HOST = "0.0.0.0"
 CLIENT_PORT = 10001  # Ray client server; KubeRay's default head port
 AUTOSCALER_METRICS_PORT = 44217  # Ray's defaults, scraped on the head as KubeRay's docs do
@@ -140,7 +140,7 @@ def rayservice(ops: OpsConfig, groups: list[sizing.GroupSize]) -> dict[str, Any]
 
 def sizing_notes(groups: list[sizing.GroupSize]) -> list[str]:
     """Comment lines for the generated file: how each group's bounds follow from the ops config."""
-    lines = ["Worker groups, from the deployments' autoscaling bounds (stack/k8s/sizing.py):"]
+    lines = ["Worker groups, from the deployments' autoscaling bounds (stack/resources.py):"]
     for g in groups:
         lo, hi, s = g.demand("min"), g.demand("max"), g.shape
         gpus = (f", {s.gpus} GPU", f", {lo.gpus:g}-{hi.gpus:g} GPU") if s.gpus else ("", "")
