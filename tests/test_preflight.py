@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -152,7 +154,9 @@ def test_rollback_config_must_exist_and_validate(tmp_path: Path) -> None:
     assert result.status == "FAIL" and "not a valid Serve config" in result.reason
 
 
-# The CLI, as `make preflight` runs it, with no stack: the config copy listens on a closed port.
+# The CLI, as `make preflight` runs it, with no stack: the config copy listens on a closed port. One
+# run goes through `python -m`; the others call main() in-process, since each new process spends
+# seconds importing ray.serve.llm for the resource model.
 
 
 def _closed_port() -> int:
@@ -161,14 +165,33 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _cli(tmp_path: Path, raw: dict[str, Any], profile: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _config_copy(tmp_path: Path, raw: dict[str, Any]) -> Path:
     port = _closed_port()
     raw["listen"].update(dashboard_port=port, prometheus_port=port)
     path = tmp_path / "ops.yaml"
     path.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "SERVEOPS_CONFIG": str(path), "PROFILE": profile}
-    return subprocess.run([sys.executable, "-m", "stack.tools.preflight", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return path
+
+
+def _cli(tmp_path: Path, raw: dict[str, Any], profile: str, *args: str) -> subprocess.CompletedProcess[str]:
+    path = _config_copy(tmp_path, raw)
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()) as out:
+        mp.setenv("SERVEOPS_CONFIG", str(path))
+        mp.setenv("PROFILE", profile)
+        load.cache_clear()
+        try:
+            code = preflight.main(list(args))
+        finally:
+            load.cache_clear()
+    return subprocess.CompletedProcess(["preflight", *args], code, out.getvalue(), "")
+
+
+def test_make_preflight_entry_point(tmp_path: Path, last_good: Path) -> None:
+    env = {**os.environ, "SERVEOPS_CONFIG": str(_config_copy(tmp_path, _raw())), "PROFILE": "cpu"}
+    out = subprocess.run([sys.executable, "-m", "stack.tools.preflight", "--last-good", str(last_good)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "preflight: 6 PASS, 0 FAIL, 2 N/A" in out.stdout
 
 
 def _line(stdout: str, item: str) -> tuple[str, str]:
