@@ -77,7 +77,7 @@ k8s: setup
 
 # An executable runbook: make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]. Diagnosis only, unless CONFIRM=1.
 runbook: setup
-	@NAME=$(NAME) CONFIRM=$(CONFIRM) STEPS=$(STEPS) APP=$(APP) DEPLOYMENT=$(DEPLOYMENT) $(PY) -m runbooks.execute
+	@NAME=$(NAME) CONFIRM=$(CONFIRM) STEPS=$(STEPS) APP=$(APP) DEPLOYMENT=$(DEPLOYMENT) K8S_CONTEXT=$(K8S_CONTEXT) SINCE=$(SINCE) $(PY) -m runbooks.execute
 
 # The guide's production checklist against the ops config and the live stack: pass or fail per item.
 preflight: setup

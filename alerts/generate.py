@@ -1,6 +1,7 @@
 """`make alerts`: generate the rule file from stack/ops.yaml, then promtool check and test it.
 
-Output: alerts/serveops.rules.yaml, committed; `--check` fails when it drifts from this generator.
+Output: alerts/serveops.rules.yaml and its burn-rate tests, alerts/tests/slo_burn_rules.test.yaml,
+committed; `--check` fails when either drifts from its generator.
 Its Kubernetes form, a PrometheusRule, is one of the manifests (stack/k8s/), built from this file.
 Every alert links its runbook, runbooks/<AlertName>.md; a stub is written where none exists yet.
 """
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alerts import ops_rules, slo_rules
+from alerts.tests import slo_burn_cases
 from stack import ROOT, artifacts
 from stack.artifacts import RULES_FILE
 from stack.config import OpsConfig, load
@@ -39,6 +42,11 @@ def render(ops: OpsConfig) -> str:
 
 def alert_names(ops: OpsConfig) -> list[str]:
     return sorted({r["alert"] for g in groups(ops) for r in g["rules"] if "alert" in r})
+
+
+def outputs(ops: OpsConfig) -> dict[Path, str]:
+    """The rule file, and the burn-rate tests generated from the same table (checked for drift too)."""
+    return {RULES_FILE: render(ops), slo_burn_cases.OUT: slo_burn_cases.render(ops, groups(ops))}
 
 
 def write_runbook_stubs(names: list[str]) -> None:
@@ -67,7 +75,7 @@ def promtool(*args: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     ops = load()
     check = "--check" in (argv if argv is not None else sys.argv[1:])
-    if artifacts.emit("alerts", lambda: {RULES_FILE: render(ops)}, argv=argv) != 0:
+    if artifacts.emit("alerts", lambda: outputs(ops), argv=argv) != 0:
         return 1
     if not check:
         write_runbook_stubs(alert_names(ops))

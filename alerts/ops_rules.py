@@ -22,6 +22,11 @@ def new_series(metric: str, window: str) -> str:
     return f"({metric} - ({metric} offset {window}) > 0)\nor\n({metric} unless ({metric} offset {window}))"
 
 
+def rise(metric: str, window: str) -> str:
+    """How much a counter rose within the window; a series born in it rose by its whole value."""
+    return f"({metric} - ({metric} offset {window}))\nor\n({metric} unless ({metric} offset {window}))"
+
+
 def replica_restarts(step_s: int) -> str:
     """Replicas seen alive in 15m beyond what the target explains.
 
@@ -57,10 +62,14 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
         alert("ServeReplicaOOMKilled", new_series("ray_memory_manager_worker_eviction_total", "10m"),
               "0m", "critical", "Ray's memory monitor killed a worker.",
               "{{ $labels.Name }} was killed for memory within the last 10 minutes.", base),
-        alert("ServeReplicaUnhealthy", "ray_serve_deployment_replica_healthy == 0", "1m", "critical",
-              "A Serve replica fails its health check.",
-              "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} "
-              "has been unhealthy for a minute.", base),
+        # On the misses Serve's controller counts, not the healthy gauge: Serve replaces a replica after
+        # 3 misses in a row and stops exporting its gauge, so `healthy == 0` rarely lasts a scrape
+        # (seen in chaos hung-replica). Two misses in 2m: a hung replica, not one slow answer.
+        alert("ServeReplicaUnhealthy",
+              f"sum by ({DEP}, replica) (\n{rise('ray_serve_health_check_failures_total', '2m')}\n) >= 2",
+              "0m", "critical", "A Serve replica fails its health check.",
+              "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} missed "
+              "{{ $value }} health checks in 2 minutes.", base),
         alert("ServeDeploymentBelowTarget",
               f"max by ({DEP}) (ray_serve_autoscaling_target_replicas)\n"
               f"- on ({DEP})\n(sum by ({DEP}) (ray_serve_deployment_replica_healthy) or "

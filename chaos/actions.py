@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chaos.context import Context
-from chaos.load import Load, SquareWave
+from chaos.load import Load, SquareWave, objective_s
 from stack.local import rollout, second_node, serve_deploy
 from stack.local.ray_head import local_pid
 
@@ -96,7 +96,7 @@ def start_load(ctx: Context, name: str, route: str, body: dict[str, Any], rate_p
                headers: dict[str, str] | None = None, workers: int = 4, period_s: float | None = None,
                timeout_s: float = 30) -> None:
     url = f"{ctx.ops.listen.serve_url}{route}"
-    kwargs = {"workers": workers, "timeout_s": timeout_s}
+    kwargs = {"workers": workers, "timeout_s": timeout_s, "objective_s": objective_s(ctx.ops, route)}
     load = (SquareWave(url, body, headers or {}, rate_per_s, period_s=period_s, **kwargs) if period_s
             else Load(url, body, headers or {}, rate_per_s, **kwargs))
     ctx.loads[name] = load.start()

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from chaos.actions import ACTIONS, Action
 from chaos.context import Context
 from chaos.experiment import ExpectedAlert, Experiment, Mode, Step
-from chaos.load import Load
+from chaos.load import Load, objective_s
 from chaos.probes import PROBES, Probe
 from runbooks import book, execute
 from stack import prom
@@ -58,7 +58,8 @@ def run_runbook(name: str, ops: OpsConfig, *, confirm: bool, env: Mapping[str, s
 
 def background_load(exp: Experiment, ops: OpsConfig) -> Load:
     lo = exp.load
-    return Load(f"{ops.listen.serve_url}{lo.route}", lo.body, lo.headers, lo.rate_per_s)
+    return Load(f"{ops.listen.serve_url}{lo.route}", lo.body, lo.headers, lo.rate_per_s,
+                objective_s=objective_s(ops, lo.route))
 
 
 def deployed_config() -> dict[str, Any]:
@@ -91,7 +92,9 @@ class Result:
     condition_s: dict[str, float | None] = field(default_factory=dict)
     recover_s: float | None = None
     sent: int = 0
-    failed: int = 0
+    failed: int = 0  # an error, no answer, or still unanswered when the load stopped
+    hung: int = 0  # in flight past the route's latency objective (answered late, or not at all)
+    loss_bound: str = ""
     diagnosis: dict[str, str] = field(default_factory=dict)  # step -> what it found (matched or not)
     mitigation: dict[str, int | None] = field(default_factory=dict)  # step -> exit code
     marks: dict[str, float] = field(default_factory=dict)
@@ -156,8 +159,14 @@ def detect(ctx: Context, fx: Effects, result: Result) -> None:
 
 
 def runbook_env(ctx: Context) -> dict[str, str]:
+    """What the runbook's steps read: the target, the plan's values, and SINCE, the injection time, so
+    that every diagnosis source ignores evidence older than this run's fault. The injection, not a later
+    `fault` mark: a kill the surge leads to is logged a moment before the action sees it."""
     plan = ctx.exp.runbook
-    return {"APP": ctx.exp.target.app, "DEPLOYMENT": ctx.exp.target.deployment, **(plan.env if plan else {})}
+    env = {"APP": ctx.exp.target.app, "DEPLOYMENT": ctx.exp.target.deployment, **(plan.env if plan else {})}
+    if "inject" in ctx.marks:
+        env["SINCE"] = f"{ctx.marks['inject']:.3f}"
+    return env
 
 
 def diagnose(ctx: Context, fx: Effects, result: Result) -> None:
@@ -196,9 +205,22 @@ def verify(ctx: Context, fx: Effects, result: Result) -> None:
     if ok:
         result.recover_s = round(ctx.mark("recovered") - fault_time(ctx), 1)
         ctx.log(f"recovered {result.recover_s}s after the fault")
+        if result.recover_s > ctx.exp.recover_within_s:  # e.g. a mitigation that ran past the budget
+            result.problems.append(f"recovered {result.recover_s:g}s after the fault; "
+                                   f"the bound is {ctx.exp.recover_within_s:g}s")
     else:
         result.problems.append(f"steady state not back within {ctx.exp.recover_within_s:g}s: "
                                + "; ".join(seen))
+
+
+def judge_loss(exp: Experiment, load: Load, result: Result, now: float) -> None:
+    result.sent, result.failed = load.totals()
+    result.hung = load.hung(now)
+    result.loss_bound = exp.loss.describe()
+    if not exp.loss.allows(result.failed, result.sent):
+        result.problems.append(f"{result.failed} of {result.sent} requests to {exp.load.route} failed "
+                               f"({result.hung} hung past {load.objective_s:g}s); "
+                               f"the bound is {result.loss_bound}")
 
 
 def already_firing(ctx: Context, fx: Effects) -> list[str]:
@@ -256,10 +278,7 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) 
             except Exception as err:
                 result.problems.append(f"rollback {step.name} failed: {err}")
                 ctx.log(f"rollback {step.name} failed: {err}")
-        result.sent, result.failed = load.totals()
-        if exp.max_failed_requests is not None and result.failed > exp.max_failed_requests:
-            result.problems.append(f"{result.failed} requests failed; "
-                                   f"at most {exp.max_failed_requests} allowed")
+        judge_loss(exp, load, result, fx.clock())
         result.marks = dict(ctx.marks)
         result.log = ctx.log_lines
         result.passed = not result.problems

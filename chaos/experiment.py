@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stack import ROOT
 
@@ -45,6 +45,29 @@ class Load(_Strict):
     rate_per_s: float = Field(gt=0)
 
 
+class LossBound(_Strict):
+    """What the hypothesis lets the fault cost on the load's route: failed requests, as a count or a
+    share of those sent. Hung requests (in flight past the route's latency objective) are reported
+    beside it; a request never answered counts as failed."""
+
+    max_failed: int | None = Field(default=None, ge=0)
+    max_share: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LossBound:
+        if (self.max_failed is None) == (self.max_share is None):
+            raise ValueError("give exactly one of max_failed (a count) and max_share (of those sent)")
+        return self
+
+    def allows(self, failed: int, sent: int) -> bool:
+        if self.max_failed is not None:
+            return failed <= self.max_failed
+        return failed <= (self.max_share or 0) * sent
+
+    def describe(self) -> str:
+        return f"<= {self.max_failed}" if self.max_failed is not None else f"<= {self.max_share:.1%}"
+
+
 class ExpectedAlert(_Strict):
     alert: str
     labels: dict[str, str] = {}
@@ -73,6 +96,7 @@ class Experiment(_Strict):
     name: str
     title: str
     hypothesis: str
+    loss: LossBound  # required: an experiment that may lose any number of requests proves nothing
     target: Target
     load: Load
     timings: dict[str, tuple[float, float]] = {}  # name -> (normal, short)
@@ -84,8 +108,7 @@ class Experiment(_Strict):
     runbook: RunbookPlan | None = None
     heal: list[Step] = []  # the fault ends (e.g. the network comes back): outside the operator's hands
     verify: list[Step]
-    recover_within_s: float = 300
-    max_failed_requests: int | None = None  # e.g. 0 for a zero-downtime rollout
+    recover_within_s: float = 300  # fault to steady state again; a later recovery fails the run
     rollbacks: list[Step] = []
     with_second_node: SecondNodeVariant | None = None
 
@@ -113,7 +136,11 @@ def load(name: str) -> Experiment:
 
 
 def parse(path: Path) -> Experiment:
-    return Experiment.model_validate(yaml.safe_load(path.read_text()))
+    raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and "loss" not in raw:
+        raise ValueError(f"{path.name}: no `loss` bound; state what the hypothesis lets the fault cost "
+                         "(loss: {max_failed: N} or {max_share: 0.01})")
+    return Experiment.model_validate(raw)
 
 
 # The order of `make chaos`: cheap and harmless first; the memory surge, which may take other

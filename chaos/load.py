@@ -1,17 +1,22 @@
 """Background load for an experiment: paced requests on threads, every outcome recorded.
 
 Several workers share the rate, so one request hung on a stopped replica does not stop the load.
+Requests in flight are tracked too: one stuck on a stopped replica shows up as hung as soon as it is
+older than the route's latency objective, not only when its client timeout ends it.
 A square wave (high for half a period, idle for the other half) provokes the autoscaler.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from stack.config import OpsConfig
 
 
 @dataclass(frozen=True)
@@ -24,14 +29,22 @@ class Outcome:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
 
 class Load:
     def __init__(self, url: str, body: dict[str, Any], headers: dict[str, str], rate_per_s: float,
-                 workers: int = 4, timeout_s: float = 30) -> None:
+                 workers: int = 4, timeout_s: float = 30, objective_s: float | None = None) -> None:
         self.url, self.body, self.headers = url, body, headers
         self.interval = workers / rate_per_s  # each worker's pace
         self.workers, self.timeout_s = workers, timeout_s
+        # The route's latency objective: a request older than it is hung. None: only the timeout counts.
+        self.objective_s = objective_s if objective_s is not None else timeout_s
         self.outcomes: list[Outcome] = []
+        self._in_flight: dict[int, float] = {}  # request number -> wall start
+        self._ids = itertools.count()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -62,20 +75,47 @@ class Load:
 
     def _send(self, client: httpx.Client) -> None:
         start, t0 = time.time(), time.perf_counter()
+        with self._lock:
+            rid = next(self._ids)
+            self._in_flight[rid] = start
         try:
             status = client.post(self.url, json=self.body, headers=self.headers).status_code
         except httpx.HTTPError:
             status = 0
         with self._lock:
+            del self._in_flight[rid]
             self.outcomes.append(Outcome(start, time.perf_counter() - t0, status))
 
     def between(self, t0: float, t1: float) -> list[Outcome]:
         with self._lock:
             return [o for o in self.outcomes if t0 <= o.start < t1]
 
-    def totals(self) -> tuple[int, int]:
+    def in_flight(self, now: float) -> list[float]:
+        """Ages, in seconds, of the requests sent and not yet answered."""
         with self._lock:
-            return len(self.outcomes), sum(not o.ok for o in self.outcomes)
+            return sorted(now - start for start in self._in_flight.values())
+
+    def hung_now(self, now: float) -> int:
+        """Requests in flight for longer than the objective."""
+        return sum(age > self.objective_s for age in self.in_flight(now))
+
+    def totals(self) -> tuple[int, int]:
+        """Sent and failed; a request still unanswered counts as sent and failed."""
+        with self._lock:
+            pending = len(self._in_flight)
+            return len(self.outcomes) + pending, sum(not o.ok for o in self.outcomes) + pending
+
+    def hung(self, now: float) -> int:
+        """Requests that were in flight past the objective at some point: answered late, or not yet."""
+        with self._lock:
+            late = sum(o.seconds > self.objective_s for o in self.outcomes)
+            return late + sum(now - start > self.objective_s for start in self._in_flight.values())
+
+
+def objective_s(ops: OpsConfig, route: str) -> float | None:
+    """The route's latency objective from the ops config's SLOs (the LLM routes share one)."""
+    slo = ops.slo_for(route)
+    return slo.latency_objective_ms / 1000 if slo else None
 
 
 class SquareWave(Load):

@@ -61,11 +61,15 @@ def route_ok(ctx: Context) -> tuple[bool, str]:
 
 @probe
 def load_clean(ctx: Context, window_s: float = 10) -> tuple[bool, str]:
-    """The background load's last window: some requests, none failed."""
+    """The background load's last window: some requests, none failed, and none hung: a request in
+    flight past the route's latency objective fails the probe before its client timeout ends it."""
     now = time.time()
     recent = ctx.load.between(now - window_s, now)
     failed = sum(not o.ok for o in recent)
-    return bool(recent) and failed == 0, f"last {window_s:g}s: {len(recent)} requests, {failed} failed"
+    hung = ctx.load.hung_now(now)
+    return (bool(recent) and failed == 0 and hung == 0,
+            f"last {window_s:g}s: {len(recent)} requests, {failed} failed, "
+            f"{hung} in flight past {ctx.load.objective_s:g}s")
 
 
 @probe

@@ -28,10 +28,24 @@ def one(name: str, short: bool, reports: Path) -> engine.Result:
     detect = ", ".join(f"{a} {'never' if s is None else f'{s:g}s'}" for a, s in result.detect_s.items())
     recover = "never" if result.recover_s is None else f"{result.recover_s:g}s"
     print(f"\n{name}: {'PASSED' if result.passed else 'FAILED'} | detected: {detect or 'n/a'} | "
-          f"recovered: {recover} | requests failed {result.failed} of {result.sent} | report {out}")
+          f"recovered: {recover} | requests failed {result.failed} of {result.sent} "
+          f"(bound {result.loss_bound}), {result.hung} hung | report {out}")
     for problem in result.problems:
         print(f"  problem: {problem}")
     return result
+
+
+def table(results: list[engine.Result]) -> str:
+    """The closing table of `make chaos`: one row per experiment, each figure against its bound."""
+    rows = ["| experiment | alert | detect s | recover s | failed / sent | hung past objective | bound "
+            "| verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        alerts = ", ".join(a.split("{")[0] for a in r.detect_s) or "none"
+        detect = ", ".join("-" if s is None else f"{s:g}" for s in r.detect_s.values()) or "-"
+        recover = "-" if r.recover_s is None else f"{r.recover_s:g}"
+        rows.append(f"| {r.experiment} | {alerts} | {detect} | {recover} | {r.failed} / {r.sent} | {r.hung} "
+                    f"| {r.loss_bound} | {'PASSED' if r.passed else 'FAILED'} |")
+    return "\n" + "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     names = experiment.in_run_order() if args.name == "all" else [args.name]
     results = [one(n, args.short, reports) for n in names]
     if len(results) > 1:
-        print("\n| experiment | passed | detect s | recover s | failed / sent |")
-        print("|---|---|---|---|---|")
-        for r in results:
-            detect = ", ".join(f"{a} {s}" for a, s in r.detect_s.items()) or "-"
-            print(f"| {r.experiment} | {r.passed} | {detect} | {r.recover_s} | {r.failed} / {r.sent} |")
+        print(table(results))
     return 0 if all(r.passed for r in results) else 1
 
 

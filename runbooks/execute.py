@@ -1,21 +1,27 @@
-"""`make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]`: run a runbook's steps against the live stack.
+"""`make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b] [SINCE=10m] [K8S_CONTEXT=<context>]`: run a
+runbook's steps against the live stack.
 
 Diagnosis steps always run; they only read. Mitigation steps run only with CONFIRM=1 and are
-otherwise printed with how to run them. Kubernetes steps run only where kubectl is installed and
-has a cluster to talk to (a current context).
+otherwise printed with how to run them. Kubernetes (k8s-) steps run only when K8S_CONTEXT names
+the context kubectl is on (`kubectl config current-context`): never against whatever cluster
+happens to be current. SINCE (unix seconds, an ISO time or a duration; the chaos engine passes the
+fault time) bounds the evidence: the steps get SINCE as unix seconds and SINCE_WINDOW, a PromQL
+range from SINCE to now, so logs, dead actors and queries ignore anything older.
 Each step prints its command, its output (what it found) and its exit status.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from datetime import datetime
 
 from runbooks.book import Runbook, RunbookError, Step, load, names
 from stack import ROOT
@@ -24,6 +30,10 @@ from stack.config import load as load_ops
 
 VENV_BIN = ROOT / ".venv" / "bin"
 STEP_TIMEOUT_S = {"diagnose": 120, "mitigate": 600}
+K8S_NEEDS = "k8s step needs K8S_CONTEXT=<context> matching `kubectl config current-context`"
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -44,26 +54,82 @@ def step_env(ops: OpsConfig, base: Mapping[str, str] = os.environ) -> dict[str, 
             "PROMETHEUS_URL": listen.url(listen.prometheus_port), "SERVE_URL": listen.serve_url}
 
 
-@cache
-def kubernetes_missing() -> str:
-    """Why Kubernetes steps cannot run here, or "" where they can."""
-    if shutil.which("kubectl") is None:
-        return "kubectl is not installed here"
-    # Without a context kubectl talks to localhost:8080, which here is Ray's metrics port.
-    context = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True)
-    return "" if context.returncode == 0 else "kubectl has no cluster configured (no current context)"
+def current_context(env: Mapping[str, str]) -> tuple[str, str]:
+    """kubectl's current context as the step would see it (same PATH and KUBECONFIG), or "" and why
+    there is none."""
+    kubectl = shutil.which("kubectl", path=env.get("PATH"))
+    if kubectl is None:
+        return "", "kubectl is not installed here"
+    try:
+        done = subprocess.run([kubectl, "config", "current-context"], capture_output=True, text=True,
+                              env=dict(env), timeout=30)
+    except subprocess.TimeoutExpired:
+        return "", "kubectl config current-context timed out"
+    name = done.stdout.strip()
+    return (name, "") if done.returncode == 0 and name else ("", "kubectl has no current context")
 
 
-def skip_reason(step: Step, confirm: bool) -> str:
-    if step.kubernetes and kubernetes_missing():
-        return f"skipped: {kubernetes_missing()} (a Kubernetes step)"
+def kubernetes_blocked(env: Mapping[str, str]) -> str:
+    """Why a Kubernetes step may not run, or "": it runs only against the context the user named, so
+    a mitigation never deletes pods on whatever cluster kubectl happens to point at. Asked per step:
+    the current context can change between steps."""
+    wanted = env.get("K8S_CONTEXT", "").strip()
+    current, none_why = current_context(env)
+    if wanted and wanted == current:
+        return ""
+    named = f"K8S_CONTEXT={wanted}, " if wanted else ""
+    seen = f"current: {current}" if current else f"current: none, {none_why}"
+    return f"skipped: {K8S_NEEDS} ({named}{seen})"
+
+
+def skip_reason(step: Step, confirm: bool, env: Mapping[str, str]) -> str:
+    if step.kubernetes and (blocked := kubernetes_blocked(env)):
+        return blocked
     if step.mutates and not confirm:
         return "skipped: a mitigation; run again with CONFIRM=1 to apply it"
     return ""
 
 
+def parse_since(text: str, now: float | None = None) -> float | None:
+    """Unix seconds of SINCE: unix seconds, an ISO time (local unless it names a zone), or a duration
+    back from now (90s, 10m, 1h30m); None for "". The same forms as `serveops --since`
+    (stack/tools/cli.py, which runbooks do not import; a test holds the two equal)."""
+    text = text.strip()
+    if not text:
+        return None
+    if _DURATION.fullmatch(text):
+        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
+        return (time.time() if now is None else now) - seconds
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"SINCE={text!r}: not unix seconds, an ISO time or a duration like 10m") from None
+
+
+def since_window(since: float, scrape_interval_s: int, now: float) -> str:
+    """A PromQL range from SINCE to now, for `[${SINCE_WINDOW}]`: one scrape interval longer, so a
+    series whose last sample came just before SINCE (the replica killed at SINCE) still counts, and
+    at least three scrape intervals, so rate() has two samples. No longer: a minute's floor would let
+    in the evidence of a fault a minute before this one."""
+    return f"{max(3 * scrape_interval_s, math.ceil(now - since) + scrape_interval_s)}s"
+
+
+def with_since(env: Mapping[str, str], since: float | None, ops: OpsConfig) -> dict[str, str]:
+    """The step's env with SINCE as unix seconds (one instant for every step) and SINCE_WINDOW as of
+    now; without a bound neither is set, and the steps' defaults (`${SINCE_WINDOW:-15m}`) apply."""
+    env = {k: v for k, v in env.items() if k not in ("SINCE", "SINCE_WINDOW")}
+    if since is None:
+        return env
+    window = since_window(since, ops.observability.scrape_interval_s, time.time())
+    return {**env, "SINCE": f"{since:.3f}", "SINCE_WINDOW": window}
+
+
 def run_step(step: Step, env: Mapping[str, str], confirm: bool) -> StepResult:
-    reason = skip_reason(step, confirm)
+    reason = skip_reason(step, confirm, env)
     if reason:
         return StepResult(step, False, None, "", 0.0, reason)
     started = time.monotonic()
@@ -92,13 +158,16 @@ def show(result: StepResult) -> None:
 
 def execute(book: Runbook, ops: OpsConfig, confirm: bool, only: list[str] | None = None,
             kinds: tuple[str, ...] | None = None, echo: bool = True,
-            extra_env: Mapping[str, str] | None = None) -> list[StepResult]:
+            extra_env: Mapping[str, str] | None = None, since: float | None = None) -> list[StepResult]:
+    """Run the runbook's steps. since (unix seconds), else SINCE in extra_env or the environment,
+    bounds the evidence; K8S_CONTEXT there lets Kubernetes steps run against that context."""
     env = {**step_env(ops), **(extra_env or {})}
+    bound = since if since is not None else parse_since(env.get("SINCE", ""))
     results = []
     for step in book.steps:
         if (only and step.name not in only) or (kinds and step.kind not in kinds):
             continue
-        result = run_step(step, env, confirm)
+        result = run_step(step, with_since(env, bound, ops), confirm)
         if echo:
             show(result)
         results.append(result)
@@ -108,17 +177,26 @@ def execute(book: Runbook, ops: OpsConfig, confirm: bool, only: list[str] | None
 def main() -> int:
     name = os.environ.get("NAME", "")
     if not name:
-        print("make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b]; runbooks:\n  " + "\n  ".join(names()))
+        print("make runbook NAME=<Name> [CONFIRM=1] [STEPS=a,b] [SINCE=10m] [K8S_CONTEXT=<context>]; "
+              "runbooks:\n  " + "\n  ".join(names()))
         return 2
     try:
         book = load(name)
     except RunbookError as err:
         print(err, file=sys.stderr)
         return 2
+    try:
+        since = parse_since(os.environ.get("SINCE", ""))
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     confirm = os.environ.get("CONFIRM") == "1"
     only = [s for s in os.environ.get("STEPS", "").split(",") if s] or None
     print(f"# {book.title}" + ("" if confirm else "  (diagnosis only; CONFIRM=1 applies the mitigation)"))
-    results = execute(book, load_ops(), confirm, only)
+    if since is not None:
+        print(f"# evidence since {datetime.fromtimestamp(since).isoformat(sep=' ', timespec='seconds')}: "
+              "older logs, dead actors and samples are left out")
+    results = execute(book, load_ops(), confirm, only, since=since)
     failed = [r.step.name for r in results if r.ran and r.exit_code != 0]
     ran = sum(r.ran for r in results)
     print(f"\n{ran} step(s) ran, {len(results) - ran} skipped"

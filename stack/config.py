@@ -262,6 +262,7 @@ class BenchMode(_Strict):
     llm_prompts: int = Field(ge=1)  # vllm bench serve --num-prompts, per server
     repeats: int = Field(ge=1)  # load runs per figure, alternating sides where the setup allows
     chaos: Literal["all"] | list[str]  # experiments whose detection latency is measured
+    fuzz_examples: int = Field(ge=1)  # generated requests per OpenAPI spec (loadtests/bench/fuzz.py)
 
 
 class BenchLlm(_Strict):
@@ -278,6 +279,7 @@ class Bench(_Strict):
     lists_concurrency: int = Field(ge=1)
     llm: BenchLlm
     instrumentation_routes: list[str]
+    fuzz_specs: list[str]  # paths of the served OpenAPI specs
     modes: dict[Literal["full", "smoke"], BenchMode]
 
 

@@ -19,9 +19,11 @@ from stack import artifacts
 from stack.artifacts import SERVE_DIR
 from stack.config import OpsConfig, Profile, load
 from stack.profile import PROFILES
+from stack.serving import proxy_guard
 from stack.serving.observability.tracing import OTLP_ENDPOINT_ENV
 
 LLM_APP = "llm"
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 # The non-LLM applications: name -> (route prefix, builder). Routes are a contract, not a setting.
 MODEL_APPS = {
     "embed": ("/embed", "stack.serving.apps:embed_app"),
@@ -77,7 +79,8 @@ def replica_args(ops: OpsConfig, app: str) -> dict[str, Any]:
 
 
 def tracing_env(ops: OpsConfig) -> dict[str, str]:
-    """Tracing settings for every Serve process, as controller_options.runtime_env.env_vars.
+    """Tracing settings and the proxy's header guard for every Serve process, as
+    controller_options.runtime_env.env_vars.
 
     Ray calls the exporter (RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH) with no arguments in every Serve
     process, the proxy included, so it can read only its environment; app args and user_config never reach
@@ -86,7 +89,9 @@ def tracing_env(ops: OpsConfig) -> dict[str, str]:
     a change takes a fresh Serve instance (`serve shutdown`). Whether to trace at all stays with the cluster
     (stack.local.ray_head sets the exporter, or not, with SERVEOPS_INSTRUMENTATION).
     """
-    env = {"RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio)}
+    env = {"RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
+           # The proxy decodes some headers before any replica sees them: guard them there too.
+           PROXY_CALLBACK_ENV: proxy_guard.IMPORT_PATH}
     if ops.observability.otlp_endpoint:
         env[OTLP_ENDPOINT_ENV] = ops.observability.otlp_endpoint
     return env

@@ -10,13 +10,16 @@ with a TestClient, then writes what it saw to OUT_JSON for the test to check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.abc
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 # Operating-side packages: a replica must never need them.
 FORBIDDEN = ("stack.config", "stack.serve_config", "stack.local", "stack.tools", "stack.k8s")
@@ -71,11 +74,16 @@ def samples(sink: Path) -> list[dict[str, Any]]:
 
 class Replica:
     """One instance of an ingress deployment's class as Serve makes it (constructor, then reconfigure
-    with the Serve config's user_config), serving its FastAPI app through a TestClient."""
+    with the Serve config's user_config), serving its FastAPI app through a TestClient.
+
+    Replicas given one portal serve on one event loop, as a Serve replica does: @serve.batch's queue
+    belongs to the loop of its first call. Without one, each request gets a fresh loop.
+    """
 
     current: Any = None  # what serve.get_replica_context() returns here
 
-    def __init__(self, application: Any, entry: dict[str, Any], *init_args: Any) -> None:
+    def __init__(self, application: Any, entry: dict[str, Any], *init_args: Any, portal: Any = None,
+                 **init_kwargs: Any) -> None:
         from fastapi.testclient import TestClient
 
         deployment = application._bound_deployment
@@ -87,18 +95,32 @@ class Replica:
                                        app_name=entry["name"], deployment=deployment.name)
         Replica.current = self.context
         args = init_args or deployment.init_args
-        asyncio.run(cls.__init__(self.instance, *args, **deployment.init_kwargs))  # Serve's is async
+        kwargs = {**deployment.init_kwargs, **init_kwargs}
+        asyncio.run(cls.__init__(self.instance, *args, **kwargs))  # Serve's is async
         for options in entry.get("deployments", []):
             if options["name"] == deployment.name and "user_config" in options:
                 self.instance.reconfigure(options["user_config"])
         self.client = TestClient(self.instance.app)
+        self.client.portal = portal  # TestClient runs requests on this portal's loop when set
+
+    def request(self, method: str, path: str = "/", **kwargs: Any) -> Any:
+        Replica.current = self.context
+        return self.client.request(method, path, **kwargs)
 
     def post(self, **kwargs: Any) -> Any:
+        return self.request("POST", "/", **kwargs)
+
+    def asgi(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
+             chunks: Sequence[bytes] = ()) -> Answer:
+        """A raw ASGI request (asgi_request) on this replica's loop: exact header bytes, chunked bodies."""
         Replica.current = self.context
-        return self.client.post("/", **kwargs)
+        return asgi_request(self.instance.app, method, path, headers, chunks, self.client.portal)
 
     def spec(self, model: str, field: str) -> dict[str, Any]:
-        return self.client.get("/openapi.json").json()["components"]["schemas"][model]["properties"][field]
+        return self.openapi()["components"]["schemas"][model]["properties"][field]
+
+    def openapi(self) -> dict[str, Any]:
+        return self.request("GET", "/openapi.json").json()
 
 
 class Handle:
@@ -125,12 +147,169 @@ def error_of(response: Any) -> dict[str, Any]:
     return {"status": response.status_code, "error": response.json().get("error")}
 
 
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+    chunks_read: int  # of the request body
+
+
+def asgi_request(app: Any, method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = (),
+                 chunks: Sequence[bytes] = (), portal: Any = None) -> Answer:
+    """One request as raw ASGI, and what came back.
+
+    Raw because a TestClient cannot send some requests a server hands on: it re-encodes header values as
+    UTF-8 (b"\\xff" arrives as b"\\xc3\\xbf") and joins a streamed body into one message. Here each chunk
+    is its own message (more_body until the last) and the headers are the bytes given. On the portal's
+    event loop when one is given (a replica's, for @serve.batch), else on a fresh one.
+    """
+    read, sent = 0, []
+    raw_path, _, query = path.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": unquote(raw_path), "raw_path": raw_path.encode(), "root_path": "",
+             "query_string": query.encode(), "headers": list(headers), "client": ("127.0.0.1", 1),
+             "server": ("testserver", 80), "state": {}}
+
+    async def call() -> None:
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal read
+            if read >= max(len(chunks), 1):  # all of the body is in: the client waits for the answer
+                await done.wait()
+                return {"type": "http.disconnect"}
+            read += 1
+            return {"type": "http.request", "body": chunks[read - 1] if chunks else b"",
+                    "more_body": read < len(chunks)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                done.set()
+
+        await app(scope, receive, send)
+
+    if portal is None:
+        asyncio.run(call())
+    else:
+        portal.call(call)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    content_type = dict(start.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return Answer(start["status"], content_type, body, read)
+
+
+def chunked_post(app: Any, path: str, chunks: list[bytes],
+                 headers: tuple[tuple[bytes, bytes], ...] = ((b"content-type", b"application/json"),)
+                 ) -> Answer:
+    """POST a body in chunks with no Content-Length, as a server hands on a chunked body."""
+    return asgi_request(app, "POST", path, [*headers, (b"transfer-encoding", b"chunked")], chunks)
+
+
+def build(config: dict[str, Any], names: tuple[str, ...] = ("embed", "classify", "predict")
+          ) -> dict[str, Any]:
+    """Each named app, built from its Serve config entry exactly as Serve does (import_path with args)."""
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    apps = {a["name"]: a for a in config["applications"] if a["name"] in names}
+    return {name: call_user_app_builder_with_args_if_necessary(import_attr(a["import_path"]), a["args"])
+            for name, a in apps.items()}
+
+
+def entry_of(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in config["applications"] if a["name"] == name)
+
+
+def stand_in_classifier() -> SimpleNamespace:
+    """The Classifier's handle, answering without a model (the real one calls the /embed app via Serve)."""
+    return SimpleNamespace(classify=Handle(lambda p: {"scores": {"negative": 0.1, "positive": 0.9},
+                                                      "tokens": len(p["text"].split())}))
+
+
+def real_classifier(application: Any, embedder: Replica) -> SimpleNamespace:
+    """The Classifier deployment with its sentiment head, calling this process's Embedder replica."""
+    instance = application._bound_deployment.func_or_class()
+    instance._embedder = SimpleNamespace(embed_texts=Handle(embedder.instance.embed_texts))
+    return SimpleNamespace(classify=Handle(instance.classify))
+
+
+def pipeline_replica(built: Any, entry: dict[str, Any], classifier: SimpleNamespace,
+                     portal: Any = None) -> Replica:
+    """A Pipeline replica over the real Preprocessor and Postprocessor and the given Classifier handle."""
+    pre, _, post = built._bound_deployment.init_args
+    return Replica(built, entry, handle_of(pre, "preprocess"), classifier, handle_of(post, "format_response"),
+                   portal=portal)
+
+
+def predict_replica(built: Any, entry: dict[str, Any], portal: Any = None) -> Replica:
+    """A TenantModels replica on the real tenant store, loading each model with get_model's own code
+    (minus Serve's multiplexing cache, which needs a controller)."""
+    predict = Replica(built, entry, portal=portal)
+    load_model = type(predict.instance).get_model.__wrapped__
+    predict.instance.get_model = lambda tenant: load_model(predict.instance, tenant)
+    return predict
+
+
+class FakeLLM:
+    """Stands in for an LLMServer deployment handle behind the LLM ingress: answers "ok" in one token,
+    streamed or not, in the response types ray.serve.llm's LLMServer yields. No engine is started."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.chat = SimpleNamespace(remote=lambda body, raw=None: self._answer(body, chat=True))
+        self.completions = SimpleNamespace(remote=lambda body, raw=None: self._answer(body, chat=False))
+
+    def options(self, **_: Any) -> FakeLLM:
+        return self
+
+    async def _answer(self, body: Any, chat: bool) -> Any:
+        from ray.llm._internal.serve.core.configs import openai_api_models as m
+
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if not body.stream:
+            choice = ({"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                      if chat else {"index": 0, "text": "ok", "finish_reason": "stop"})
+            model = m.ChatCompletionResponse if chat else m.CompletionResponse
+            yield model.model_validate({"model": self.model_id, "choices": [choice], "usage": usage})
+            return
+        model = m.ChatCompletionStreamResponse if chat else m.CompletionStreamResponse
+        choice = {"index": 0, "delta": {"content": "ok"}} if chat else {"index": 0, "text": "ok"}
+        yield model.model_validate({"model": self.model_id, "choices": [choice]})
+        if body.stream_options and body.stream_options.include_usage:
+            yield model.model_validate({"model": self.model_id, "choices": [], "usage": usage})
+
+
+@contextlib.contextmanager
+def no_ray() -> Iterator[None]:
+    """Building the LLM app without Ray: ray.serve.llm's LLMServer options read the runtime context, whose
+    auto-init would start Ray or join a running cluster. Its deployments stay unbuilt (FakeLLM serves),
+    and any other call that would auto-init fails instead."""
+    from ray._private import auto_init_hook
+
+    from stack.serving import llm_app
+
+    saved = auto_init_hook.enable_auto_connect, llm_app.build_llm_deployment
+    auto_init_hook.enable_auto_connect = False
+    llm_app.build_llm_deployment = lambda llm_config: None
+    try:
+        yield
+    finally:
+        auto_init_hook.enable_auto_connect, llm_app.build_llm_deployment = saved
+
+
+def llm_replica(built: Any, entry: dict[str, Any], portal: Any = None) -> Replica:
+    """The LLM app's ingress replica (stack.serving.llm_app, strict models and all) over FakeLLMs.
+    Build it under no_ray()."""
+    models = built._bound_deployment.init_kwargs["llm_deployments"]
+    return Replica(built, entry, portal=portal, llm_deployments={m: FakeLLM(m) for m in models})
+
+
 def main(config_path: str, out_path: str) -> None:
     isolate()
     import yaml
     from ray import serve
-    from ray._common.utils import import_attr
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 
     import stack
 
@@ -153,8 +332,7 @@ def main(config_path: str, out_path: str) -> None:
             report["forbidden"][name] = str(err)
 
     apps = {a["name"]: a for a in config["applications"] if a["name"] != "llm"}
-    built = {name: call_user_app_builder_with_args_if_necessary(import_attr(a["import_path"]), a["args"])
-             for name, a in apps.items()}
+    built = build(config)
 
     # /embed: an Embedder replica, MiniLM and @serve.batch included.
     embedder = Replica(built["embed"], apps["embed"])
@@ -168,11 +346,7 @@ def main(config_path: str, out_path: str) -> None:
 
     # /classify: a Pipeline replica over the real Preprocessor and Postprocessor and a stand-in Classifier
     # (the real one calls the /embed app through Serve).
-    pre, _, post = built["classify"]._bound_deployment.init_args
-    classifier = SimpleNamespace(classify=Handle(lambda p: {"scores": {"negative": 0.1, "positive": 0.9},
-                                                            "tokens": len(p["text"].split())}))
-    pipeline = Replica(built["classify"], apps["classify"], handle_of(pre, "preprocess"), classifier,
-                       handle_of(post, "format_response"))
+    pipeline = pipeline_replica(built["classify"], apps["classify"], stand_in_classifier())
     limit = apps["classify"]["args"]["api"]["max_text_chars"]
     ok = pipeline.post(json={"text": "The rollout  went smoothly."})
     report["apps"]["classify"] = {
@@ -183,11 +357,8 @@ def main(config_path: str, out_path: str) -> None:
         "not_json": error_of(pipeline.post(content="x", headers={"Content-Type": "text/plain"})),
     }
 
-    # /predict: a TenantModels replica on the real tenant store, loading each model with get_model's own
-    # code (minus Serve's multiplexing cache, which needs a controller).
-    predict = Replica(built["predict"], apps["predict"])
-    load_model = type(predict.instance).get_model.__wrapped__
-    predict.instance.get_model = lambda tenant: load_model(predict.instance, tenant)
+    # /predict: a TenantModels replica on the real tenant store.
+    predict = predict_replica(built["predict"], apps["predict"])
     features = [0.5, -1, 2, 0, 1.5, -0.25, 3, 1]
     tenants = {}
     for tenant in ("acme", "initech", "hooli"):

@@ -1,7 +1,14 @@
-"""The generated rules: every alert is complete and tested both ways (drift and promtool:
-tests/test_generate.py)."""
+"""The generated rules: every alert is complete, and every rule has a promtool case where it fires and
+one where it is silent on data it reads (drift and promtool: tests/test_generate.py)."""
 
 from __future__ import annotations
+
+import bisect
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +17,7 @@ from pydantic import ValidationError
 from alerts import generate
 from alerts.rule import SEVERITIES
 from stack import ROOT
+from stack.artifacts import RULES_FILE
 from stack.config import OPS_PATH, load, parse
 from stack.local import ray_head
 
@@ -29,16 +37,225 @@ def test_alert_is_complete(rule: dict) -> None:
     assert (ROOT / "runbooks" / f"{name}.md").exists()
 
 
-def test_every_alert_tested_firing_and_not() -> None:
-    fires: set[str] = set()
-    silent: set[str] = set()
-    for path in generate.TESTS_DIR.glob("*.yaml"):
-        for case in yaml.safe_load(path.read_text())["tests"]:
-            for check in case.get("alert_rule_test", []):
-                (fires if check.get("exp_alerts") else silent).add(check["alertname"])
-    names = {r["alert"] for r in all_alerts()}
-    assert names - fires == set(), "alerts never shown firing"
-    assert names - silent == set(), "alerts never shown silent"
+# --- promtool coverage, counted per rule -------------------------------------------------------------
+# A rule is its alert name and its static labels: severity and, on burn-rate rules, slo, route and the
+# window pair (ServeErrorBudgetBurn is 20 rules). Each needs a case where it fires and one where it is
+# silent while every series its expression reads, through the recording rules, has samples.
+
+Identity = tuple[str, tuple[tuple[str, str], ...]]
+Samples = tuple[list[float], list[float | None]]  # timestamps (s), values (None: a stale marker)
+LOOKBACK_S = 300  # Prometheus' lookback: an older sample is no data
+UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+# Removed before reading selectors: label lists (by, on, ...), ranges, subqueries and offsets.
+NOT_SELECTORS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
+                           r"|\[[^\]]*\]|\boffset\s+\w+")
+# A metric name not followed by "(" (a function), with its matchers.
+SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])\s*(\{[^}]*\})?(?!\s*\()")
+KEYWORDS = {"and", "or", "unless", "bool", "inf", "nan"}
+NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+VALUE = re.compile(rf"(?P<a>[-+]?{NUMBER})(?:(?P<op>[-+])(?P<b>{NUMBER}))?(?:x(?P<n>\d+))?")
+
+
+@dataclass(frozen=True)
+class Selector:
+    name: str
+    matchers: tuple[tuple[str, str, str], ...]
+
+    def admits(self, labels: dict[str, str]) -> bool:
+        """Matches every label it knows of: a recording rule's static labels, or a whole series."""
+        return all(matches(op, want, labels[label]) for label, op, want in self.matchers if label in labels)
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        return labels["__name__"] == self.name and self.admits({m[0]: "" for m in self.matchers} | labels)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One alert_rule_test entry, with its group's input series."""
+    eval_s: float
+    alertname: str
+    exp_alerts: list[dict]
+    series: list[tuple[dict[str, str], Samples]]
+
+
+def matches(op: str, want: str, got: str) -> bool:
+    if op in ("=", "!="):
+        return (got == want) == (op == "=")
+    return (re.fullmatch(want, got) is not None) == (op == "=~")
+
+
+def seconds(duration: str | int) -> float:
+    text = str(duration)
+    parts = DURATION.findall(text)
+    assert text == "0" or "".join(n + u for n, u in parts) == text, f"duration {text!r}"
+    return sum(int(n) * UNITS_S[u] for n, u in parts)
+
+
+def selectors(expr: str) -> list[Selector]:
+    found = SELECTOR.findall(NOT_SELECTORS.sub(" ", expr))
+    return [Selector(name, tuple(MATCHER.findall(braces))) for name, braces in found if name not in KEYWORDS]
+
+
+def leaves(expr: str, records: list[dict]) -> list[Selector]:
+    """The raw series an expression reads: a recorded name stands for its rules' expressions."""
+    out: list[Selector] = []
+    for sel in selectors(expr):
+        sources = [r for r in records if r["record"] == sel.name and sel.admits(r.get("labels") or {})]
+        out += [leaf for r in sources for leaf in leaves(r["expr"], records)] if sources else [sel]
+    return out
+
+
+def series_labels(text: str) -> dict[str, str]:
+    name, _, matchers = text.partition("{")
+    return {"__name__": name.strip()} | {label: value for label, _, value in MATCHER.findall(matchers)}
+
+
+def samples(values: str, interval_s: float) -> Samples:
+    """promtool's expanding notation: 'a+bxn' is n+1 values, '_xn' n missing ones, 'stale' a marker."""
+    ts: list[float] = []
+    vs: list[float | None] = []
+    i = 0
+    for token in str(values).split():
+        if blank := re.fullmatch(r"_(?:x(\d+))?", token):
+            i += int(blank[1] or 1)
+            continue
+        m = VALUE.fullmatch(token)
+        assert m or token == "stale", f"series value {token!r}"
+        step = float(m["b"] or 0) * (-1 if m["op"] == "-" else 1) if m else 0
+        for j in range(int(m["n"] or 0) + 1 if m else 1):
+            ts.append(i * interval_s)
+            vs.append(float(m["a"]) + j * step if m else None)
+            i += 1
+    return ts, vs
+
+
+def live(series: Samples, t: float) -> bool:
+    ts, vs = series
+    last = bisect.bisect_right(ts, t) - 1
+    return last >= 0 and vs[last] is not None and t - ts[last] <= LOOKBACK_S
+
+
+def checks(path: Path, rules_path: Path) -> list[Check]:
+    doc = yaml.safe_load(path.read_text())
+    loaded = [(path.parent / f).resolve() for f in doc["rule_files"]]
+    assert loaded == [rules_path.resolve()], f"{path.name} tests {loaded}, not the generated rules"
+    out = []
+    for group in doc["tests"]:
+        interval = seconds(group.get("interval", "1m"))
+        series = [(series_labels(s["series"]), samples(s["values"], interval)) for s in group["input_series"]]
+        out += [Check(seconds(c["eval_time"]), c["alertname"], c.get("exp_alerts") or [], series)
+                for c in group.get("alert_rule_test", [])]
+    return out
+
+
+def identity(rule: dict) -> Identity:
+    return rule["alert"], tuple(sorted(rule["labels"].items()))
+
+
+def show(ident: Identity) -> str:
+    return f"{ident[0]}{{{', '.join(f'{k}={v}' for k, v in ident[1])}}}"
+
+
+def fires(ident: Identity, check: Check) -> bool:
+    """An expected alert carries the rule's static labels (promtool then checks all of its labels)."""
+    expected = [{(k, str(v)) for k, v in (a.get("exp_labels") or {}).items()} for a in check.exp_alerts]
+    return check.alertname == ident[0] and any(set(ident[1]) <= labels for labels in expected)
+
+
+def silent_with_data(ident: Identity, reads: list[Selector], check: Check) -> bool:
+    return (check.alertname == ident[0] and not check.exp_alerts
+            and all(any(sel.selects(labels) and live(s, check.eval_s) for labels, s in check.series)
+                    for sel in reads))
+
+
+def coverage(rules_path: Path, test_paths: list[Path]) -> dict[Identity, tuple[int, int]]:
+    """Per rule: how many cases show it firing, and how many show it silent with data."""
+    rules = [r for g in yaml.safe_load(rules_path.read_text())["groups"] for r in g["rules"]]
+    records = [r for r in rules if "record" in r]
+    alerts = {identity(r): leaves(r["expr"], records) for r in rules if "alert" in r}
+    assert len(alerts) == len(rules) - len(records), "two alerting rules share an identity"
+    assert all(alerts.values()), "an alert reads no series"
+    all_checks = [c for p in test_paths for c in checks(p, rules_path)]
+    return {i: (sum(fires(i, c) for c in all_checks), sum(silent_with_data(i, reads, c) for c in all_checks))
+            for i, reads in alerts.items()}
+
+
+def gaps(cov: dict[Identity, tuple[int, int]]) -> list[str]:
+    return ([f"{show(i)}: no firing case" for i, (f, _) in cov.items() if not f]
+            + [f"{show(i)}: no silent case with data" for i, (_, s) in cov.items() if not s])
+
+
+def promtool_files() -> list[Path]:
+    return sorted(generate.TESTS_DIR.glob("*.yaml"))
+
+
+def test_every_rule_tested_firing_and_silent_with_data() -> None:
+    cov = coverage(RULES_FILE, promtool_files())
+    assert len(cov) == len(all_alerts())
+    missing = gaps(cov)
+    assert not missing, "rules without a promtool case:\n" + "\n".join(missing)
+
+
+def test_an_alert_reads_the_series_behind_its_recording_rules() -> None:
+    rules = [r for g in generate.groups(load()) for r in g["rules"]]
+    records = [r for r in rules if "record" in r]
+    burn = next(r for r in rules if r.get("alert") == "ServeErrorBudgetBurn" and r["labels"]["slo"] == "chat")
+    route = ("route", "=", "/v1/chat/completions")
+    assert set(leaves(burn["expr"], records)) == {
+        Selector("ray_serve_num_http_requests_total", (route, ("status_code", "=~", "5.."))),
+        Selector("ray_serve_num_http_requests_total", (route,))}
+    restarts = next(r for r in rules if r.get("alert") == "ServeReplicaRestarts")
+    assert {s.name for s in leaves(restarts["expr"], records)} == {
+        "ray_serve_autoscaling_target_replicas", "ray_serve_deployment_replica_healthy"}
+
+
+def test_series_notation_and_what_counts_as_data() -> None:
+    series = samples("1x2 _ stale _x2 0+5x1", 60)
+    assert series == ([0, 60, 120, 240, 420, 480], [1, 1, 1, None, 0, 5])
+    assert [live(series, t) for t in (0, 200, 239, 250, 419, 450, 780, 781)] == [
+        True, True, True, False, False, True, True, False]
+
+
+def copy_tests(tmp_path: Path, edit: Callable[[dict], None]) -> tuple[Path, list[Path]]:
+    """The rules and the promtool tests in tmp_path, each test file's YAML passed through edit()."""
+    rules = tmp_path / RULES_FILE.name
+    shutil.copy(RULES_FILE, rules)
+    (tmp_path / "tests").mkdir()
+    for path in promtool_files():
+        doc = yaml.safe_load(path.read_text())
+        edit(doc)
+        (tmp_path / "tests" / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rules, sorted((tmp_path / "tests").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("ident", [
+    ("GPUMemoryHigh", (("severity", "warning"),)),
+    ("ServeLatencyBudgetBurn", (("long_window", "6h"), ("route", "/classify"), ("severity", "critical"),
+                                ("short_window", "30m"), ("slo", "classify"))),
+], ids=lambda i: i[0])
+def test_coverage_names_a_rule_whose_firing_case_is_gone(tmp_path: Path, ident: Identity) -> None:
+    def drop(doc: dict) -> None:
+        for group in doc["tests"]:
+            kept = [c for c in group.get("alert_rule_test", [])
+                    if not fires(ident, Check(0, c["alertname"], c.get("exp_alerts") or [], []))]
+            group["alert_rule_test"] = kept
+
+    assert gaps(coverage(*copy_tests(tmp_path, drop))) == [f"{show(ident)}: no firing case"]
+
+
+def test_a_silent_case_without_the_rules_data_does_not_count(tmp_path: Path) -> None:
+    """Without /classify's 5xx series, its error-budget rules are silent on no data: not a test."""
+    def drop(doc: dict) -> None:
+        for group in doc["tests"]:
+            errors = [s for s in group["input_series"] if 'route="/classify",status_code="5' in s["series"]]
+            group["input_series"] = [s for s in group["input_series"] if s not in errors]
+
+    missing = gaps(coverage(*copy_tests(tmp_path, drop)))
+    assert len(missing) == 4
+    assert all(m.startswith("ServeErrorBudgetBurn{") and "route=/classify" in m
+               and m.endswith(": no silent case with data") for m in missing), missing
 
 
 def test_latency_objectives_are_bucket_boundaries() -> None:

@@ -32,6 +32,7 @@ RUNBOOK_STEP_S = 5.0  # each fake runbook run takes this long on the fake clock
 
 EXPERIMENT: dict[str, Any] = {
     "name": "fake-crash", "title": "a fake crash", "hypothesis": "the engine judges it",
+    "loss": {"max_share": 0.05},  # 1 of 40 failed: within
     "target": {"app": "embed", "deployment": "Embedder"},
     "load": {"route": "/embed", "body": {"text": "x"}, "rate_per_s": 4},
     "timings": {"settle_s": (60, 6)},
@@ -65,10 +66,11 @@ class Clock:
 class FakeLoad(Load):
     """No threads, no requests: a fixed tally."""
 
-    def __init__(self, events: list[str], name: str, sent: int = 40, failed: int = 1) -> None:
-        super().__init__("http://fake.invalid/embed", {}, {}, rate_per_s=4)
+    def __init__(self, events: list[str], name: str, sent: int = 40, failed: int = 1, slow: int = 0) -> None:
+        super().__init__("http://fake.invalid/embed", {}, {}, rate_per_s=4, objective_s=1.0)
         self.events, self.name = events, name
-        self.outcomes = [Outcome(T0, 0.1, 200)] * (sent - failed) + [Outcome(T0, 0.1, 0)] * failed
+        self.outcomes = ([Outcome(T0, 0.1, 200)] * (sent - failed - slow) + [Outcome(T0, 0.1, 0)] * failed
+                         + [Outcome(T0, 8.0, 200)] * slow)
 
     def start(self) -> FakeLoad:
         self.events.append(f"{self.name} load started")
@@ -84,14 +86,20 @@ class FakeStack:
     def __init__(self, steady: bool = True, detect_after_s: float | None = 12,
                  recover_after_s: float | None = 30, crash_error: str | None = None,
                  rollback_error: str | None = None, firing_before: float | None = None,
-                 outputs: dict[str, str] | None = None, mitigation_exit: int = 0) -> None:
+                 outputs: dict[str, str] | None = None, mitigation_exit: int = 0,
+                 load: tuple[int, int, int] = (40, 1, 0), mitigation_s: float = 0.0,
+                 evidence_at: float | None = None) -> None:
         self.clock = Clock()
         self.events: list[str] = []
         self.calls: dict[str, dict[str, Any]] = {}  # action -> its last arguments
         self.runbook_calls: list[dict[str, Any]] = []
         self.steady, self.recover_after_s, self.detect_after_s = steady, recover_after_s, detect_after_s
         self.crash_error, self.rollback_error = crash_error, rollback_error
-        self.mitigation_exit = mitigation_exit
+        self.mitigation_exit, self.mitigation_s = mitigation_exit, mitigation_s
+        self.load = load  # sent, failed, answered past the objective
+        # When the cause left its evidence (a crash in the logs); None: at the fault. A runbook that
+        # honours SINCE finds nothing older than it.
+        self.evidence_at = evidence_at
         self.outputs = outputs or {"restarts": "3 restarts of embed/Embedder", "deaths": "pid 42 (crashed)"}
         self.fault_at: float | None = None
         # [since, until) windows of the expected alert; one already firing before the fault, if asked
@@ -155,17 +163,20 @@ class FakeStack:
         self.clock.sleep(RUNBOOK_STEP_S)
         if only:
             self.events.append(f"runbook mitigate {','.join(only)}")
+            self.clock.sleep(self.mitigation_s)
             return [StepResult(RunbookStep("mitigate", s, "true", ""), True, self.mitigation_exit, "", 1.0)
                     for s in only]
         self.events.append("runbook diagnose")
-        return [StepResult(RunbookStep("diagnose", s, "true", ""), True, 0, out, 1.0)
+        evidence = self.fault_at if self.evidence_at is None else self.evidence_at
+        fresh = evidence is not None and evidence >= float(env.get("SINCE", "-inf"))
+        return [StepResult(RunbookStep("diagnose", s, "true", ""), True, 0, out if fresh else "", 1.0)
                 for s, out in self.outputs.items()]
 
     def effects(self) -> engine.Effects:
         names = ("start_load", "stop_load", "crash", "heal", "restore", "cleanup")
         return engine.Effects(actions={n: self.act(n) for n in names}, probes={"healthy": self.healthy},
                               alerts=self, runbook=self.runbook,
-                              load=lambda exp, ops: FakeLoad(self.events, "main"),
+                              load=lambda exp, ops: FakeLoad(self.events, "main", *self.load),
                               baseline=lambda: {"applications": []}, clock=self.clock, sleep=self.clock.sleep)
 
 
@@ -208,7 +219,7 @@ def test_a_passing_run_goes_through_every_phase_in_order(ops: OpsConfig) -> None
     diagnose, mitigate = stack.runbook_calls
     assert diagnose["confirm"] is False and diagnose["kinds"] == ("diagnose",)  # diagnosis never mutates
     assert mitigate["confirm"] is True and mitigate["only"] == ["confirm-recovered"]
-    assert diagnose["env"] == {"APP": "embed", "DEPLOYMENT": "Embedder"}
+    assert diagnose["env"] == {"APP": "embed", "DEPLOYMENT": "Embedder", "SINCE": f"{T0:.3f}"}
     # Timings from the fake clock: the alert fires 12s after the fault and is seen on the next 1s
     # poll; each runbook run takes 5s; the probe holds 30s after the fault, seen on a 2s poll.
     assert result.detect_s == {ALERT: 12.0}
@@ -218,7 +229,7 @@ def test_a_passing_run_goes_through_every_phase_in_order(ops: OpsConfig) -> None
         "inject": 0, "detected": 13, "healed": 18, "mitigation_started": 18, "mitigated": 23, "recovered": 31}
     assert result.diagnosis == {"restarts": "3 restarts", "deaths": "crashed"}
     assert result.mitigation == {"confirm-recovered": 0}
-    assert (result.sent, result.failed) == (40, 1)
+    assert (result.sent, result.failed, result.hung, result.loss_bound) == (40, 1, 0, "<= 5.0%")
     assert result.log[0] == "[    0.0s] experiment fake-crash (short): a fake crash"
     assert "[   31.0s] recovered 31.0s after the fault" in result.log
 
@@ -346,9 +357,41 @@ def test_a_fault_an_action_marks_later_is_what_detection_counts_from(ops: OpsCon
     assert result.detect_s == {ALERT: 12.0} and result.recover_s == 31.0
 
 
-def test_too_many_failed_requests_fail_the_verdict(ops: OpsConfig) -> None:
-    result = run(ops, FakeStack(), max_failed_requests=0)
-    assert result.problems == ["1 requests failed; at most 0 allowed"]
+# One test per verdict rule: each crafted run breaks exactly that rule, and the verdict names it.
+
+def test_rule_loss_over_the_bound_fails(ops: OpsConfig) -> None:
+    assert run(ops, FakeStack(load=(40, 2, 0))).passed  # 5% of 40: two may fail
+    result = run(ops, FakeStack(load=(40, 3, 0)))
+    assert result.problems == ["3 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 5.0%"]
+    result = run(ops, FakeStack(), loss={"max_failed": 0})
+    assert result.problems == ["1 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 0"]
+
+
+def test_hung_requests_are_reported_beside_the_loss(ops: OpsConfig) -> None:
+    result = run(ops, FakeStack(load=(40, 1, 3)))
+    assert result.passed and (result.failed, result.hung) == (1, 3)
+
+
+def test_rule_recovery_later_than_its_bound_fails(ops: OpsConfig) -> None:
+    # The mitigation runs past the budget; the steady state holds the moment it is checked.
+    result = run(ops, FakeStack(mitigation_s=200))
+    assert result.recover_s is not None and result.recover_s > 180
+    assert result.problems == [f"recovered {result.recover_s:g}s after the fault; the bound is 180s"]
+
+
+def test_rule_an_absent_alert_fails(ops: OpsConfig) -> None:
+    result = run(ops, FakeStack(detect_after_s=None))
+    assert result.problems == [f"{ALERT} did not fire within 90s"]
+
+
+def test_rule_stale_evidence_does_not_pass_the_diagnosis(ops: OpsConfig) -> None:
+    """A crash from an earlier run is still in the logs; this run's fault left nothing. The runbook
+    gets SINCE (the fault time), and a diagnosis that honours it finds nothing."""
+    stale = FakeStack(evidence_at=T0 - 300)
+    result = run(ops, stale)
+    assert stale.runbook_calls[0]["env"]["SINCE"] == f"{T0:.3f}"
+    assert result.problems == ["runbook ServeReplicaRestarts step restarts did not find /\\d+ restarts/",
+                               "runbook ServeReplicaRestarts step deaths did not find /crashed/"]
 
 
 def test_the_default_effects_are_the_live_stack(ops: OpsConfig) -> None:
@@ -359,3 +402,26 @@ def test_the_default_effects_are_the_live_stack(ops: OpsConfig) -> None:
     assert fx.clock is time.time and fx.sleep is time.sleep and fx.baseline is engine.deployed_config
     bg = fx.load(Experiment.model_validate(EXPERIMENT), ops)  # built, not started
     assert type(bg) is Load and bg.url == f"{ops.listen.serve_url}/embed" and bg.outcomes == []
+
+
+def test_the_report_shows_gaps_and_requests_in_flight(ops: OpsConfig, tmp_path) -> None:
+    """Nothing answered for 10s while requests waited: a gap in latency, and in-flight age that grows."""
+    from chaos import report
+
+    stack = FakeStack()
+    exp = Experiment.model_validate(EXPERIMENT)
+    result, ctx = engine.run(exp, ops, "short", stack.effects())
+    t0 = ctx.started
+    ok = [Outcome(t0 + i * 0.5, 0.1, 200) for i in range(20)]  # answered promptly for 10s
+    stuck = [Outcome(t0 + 10 + i * 0.5, 10.5 - i * 0.5, 200) for i in range(20)]  # done at 20.5; 19 late
+    ctx.load.outcomes = ok + stuck
+    engine.judge_loss(exp, ctx.load, result, ctx.clock())
+    xs = [float(x) for x in range(0, 30, 2)]
+    counts, ages = report.in_flight(ctx, xs)
+    assert counts[xs.index(4.0)] <= 1 and ages[xs.index(4.0)] < 0.2
+    assert counts[xs.index(18.0)] >= 15 and ages[xs.index(18.0)] == pytest.approx(8.0)
+    assert counts[xs.index(22.0)] == 0
+    out = report.write(ctx, result, tmp_path / "r")
+    summary = (out / "summary.md").read_text()
+    assert "bound <= 5.0%" in summary and "| hung past the objective | 19 (in flight over 1s) |" in summary
+    assert (out / "timeline.png").stat().st_size > 10_000

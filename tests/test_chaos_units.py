@@ -42,8 +42,60 @@ def test_experiment_names_real_things(name: str, second_node: bool) -> None:
         for step in exp.runbook.mitigation:
             assert kinds.get(step) == "mitigate", f"{exp.runbook.name}:{step}"
     # a fault that pages must be found by a runbook, and one that does not must lose no request
-    assert exp.expect or exp.max_failed_requests == 0
+    assert exp.expect or exp.loss.max_failed == 0
     assert bool(exp.expect) == bool(exp.runbook)
+
+
+# The loss goals of issue 15: failed over sent on the experiment's load route.
+LOSS_GOALS = {"replica-crash": ("/embed", 0.01), "oom": ("/embed", 0.01), "bad-rollout": (None, 0),
+              "oscillation": (None, 0), "head-partition": (None, 0), "rolling-update": (None, 0),
+              "hung-replica": ("/classify", 0.02)}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_states_its_loss_bound(name: str) -> None:
+    exp = experiment.load(name)
+    route, goal = LOSS_GOALS[name]
+    if route:
+        assert exp.load.route == route and exp.loss.max_share == goal
+    else:
+        assert exp.loss.max_failed == goal
+    assert f"loss: {{max_{'share' if route else 'failed'}: {goal}}}  # " in (
+        experiment.EXPERIMENTS_DIR / f"{name}.yaml").read_text(), "the bound is stated next to its reason"
+
+
+def test_an_experiment_without_a_loss_bound_does_not_load(tmp_path) -> None:
+    raw = yaml.safe_load((experiment.EXPERIMENTS_DIR / "replica-crash.yaml").read_text())
+    del raw["loss"]
+    path = tmp_path / "unbounded.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="no `loss` bound"):
+        experiment.parse(path)
+    for both in ({}, {"max_failed": 0, "max_share": 0.01}):
+        with pytest.raises(ValueError, match="exactly one"):
+            experiment.LossBound.model_validate(both)
+
+
+def test_loss_bound_arithmetic() -> None:
+    share = experiment.LossBound(max_share=0.01)
+    assert share.allows(4, 400) and not share.allows(5, 400) and share.allows(0, 0)
+    count = experiment.LossBound(max_failed=0)
+    assert count.allows(0, 1000) and not count.allows(1, 1000)
+
+
+def test_hung_requests_are_seen_before_their_timeout() -> None:
+    """A request in flight past the objective fails load_clean at once, and counts as failed if the
+    load stops before it is answered."""
+    from chaos.load import Load, Outcome
+
+    load = Load("http://x.invalid/embed", {}, {}, rate_per_s=4, objective_s=1.0)
+    now = 1000.0
+    load.outcomes = [Outcome(now - 3, 0.1, 200), Outcome(now - 2, 1.5, 200)]
+    assert load.hung_now(now) == 0 and load.hung(now) == 1  # one answered late
+    load._in_flight = {1: now - 0.5, 2: now - 4.0}
+    assert load.in_flight(now) == [0.5, 4.0]
+    assert load.hung_now(now) == 1 and load.hung(now) == 2
+    assert load.totals() == (4, 2)  # the two unanswered count as sent and failed
 
 
 def test_timings_differ_by_mode() -> None:

@@ -40,6 +40,7 @@ CLASSIFY = ("Pipeline", "Preprocessor", "Classifier", "Postprocessor")
 EXPECTED = {
     "cpu": {INGRESS: (1, 0, 0, 1, 1), LLM: (2, 0, 4, 1, 1), "embed/Embedder": (1, 0, 1.5, 1, 1),
             **{f"classify/{n}": (0.25, 0, 0.375, 1, 1) for n in CLASSIFY},
+            "classify/Preprocessor": (0.25, 0, 0.375, 2, 2),  # two: the hung-replica lever
             "predict/TenantModels": (0.5, 0, 0.5, 0, 1)},
     "gpu": {INGRESS: (1, 0, 0, 1, 1), LLM: (1, 1, 8, 1, 4), "embed/Embedder": (2, 0.25, 3, 1, 4),
             **{f"classify/{n}": (1, 0, 0.5, 1, 4) for n in CLASSIFY},
@@ -129,7 +130,8 @@ def test_preflight_and_sizing_add_up_the_same(profile: str) -> None:
     reason = preflight.max_replicas_headroom(preflight.Context(ops, profile)).reason
     for key, value in at_max.resources().items():
         assert not value or f"{key} {preflight._amount(key, value)} " in reason, (key, reason)
-    expected = {"cpu": Demand(5.5, 0, 7.5 * GIB), "gpu": Demand(33, 5, 60 * GIB)}
+    # cpu: two Preprocessor replicas (0.25 CPU, 384 MiB each) since the hung-replica lever
+    expected = {"cpu": Demand(5.75, 0, 7.875 * GIB), "gpu": Demand(33, 5, 60 * GIB)}
     assert at_max == expected[profile]
 
 

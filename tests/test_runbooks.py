@@ -3,8 +3,14 @@ steps the chaos experiments call. No stack needed."""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import shutil
 import subprocess
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +20,7 @@ from ray.serve.schema import DeploymentSchema
 from runbooks import execute
 from runbooks.book import RUNBOOKS_DIR, SECTIONS, Runbook, Step, load, names
 from stack import ROOT
+from stack.config import load as load_ops
 from stack.tools import cli
 
 FAILURE_CASES = ("OOMFailureSpiral", "GPUMemoryFragmentation", "NCCLErrors", "RayServiceFailedState",
@@ -214,17 +221,215 @@ def test_links_between_runbooks_resolve() -> None:
             assert (RUNBOOKS_DIR / target).exists(), f"{path.name} links {target}"
 
 
-def test_kubernetes_steps_skip_without_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    step = Step("k8s-diagnose", "pods", "kubectl get pods -n serveops", "why")
-    kubectl = execute.shutil.which("kubectl")
-    try:
-        execute.kubernetes_missing.cache_clear()
-        monkeypatch.setattr(execute.shutil, "which", lambda _: None)
-        assert "not installed" in execute.skip_reason(step, confirm=True)
-        if kubectl:  # installed but pointed at no cluster: kubectl would talk to localhost:8080
-            execute.kubernetes_missing.cache_clear()
-            monkeypatch.setattr(execute.shutil, "which", lambda _: kubectl)
-            monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-            assert "no cluster configured" in execute.skip_reason(step, confirm=True)
-    finally:
-        execute.kubernetes_missing.cache_clear()
+# --- Kubernetes steps run only against the context the user named (K8S_CONTEXT) -----------------
+
+def stub_kubectl(tmp_path: Path, context: str | None) -> Path:
+    """A kubectl first on PATH: answers `config current-context` (or has none), records every other
+    call. Returns the file the calls go to."""
+    calls = tmp_path / "kubectl-calls"
+    answer = f"echo {context}" if context else 'echo "error: current-context is not set" >&2; exit 1'
+    kubectl = tmp_path / "bin" / "kubectl"
+    kubectl.parent.mkdir()
+    kubectl.write_text(f"""#!/bin/sh
+if [ "$1 $2" = "config current-context" ]; then
+  {answer}
+  exit 0
+fi
+echo "$*" >> {calls}
+""")
+    kubectl.chmod(0o755)
+    return calls
+
+
+NEEDS = "skipped: k8s step needs K8S_CONTEXT=<context> matching `kubectl config current-context`"
+
+
+@pytest.mark.parametrize(("current", "wanted", "note"), [
+    ("prod-east", "staging", f"{NEEDS} (K8S_CONTEXT=staging, current: prod-east)"),
+    ("prod-east", None, f"{NEEDS} (current: prod-east)"),
+    (None, "prod-east", f"{NEEDS} (K8S_CONTEXT=prod-east, current: none, kubectl has no current context)"),
+    ("prod-east", "prod-east", ""),
+], ids=["mismatched", "missing", "no-current-context", "matching"])
+def test_kubernetes_steps_run_only_against_the_named_context(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, current: str | None, wanted: str | None,
+        note: str) -> None:
+    calls = stub_kubectl(tmp_path, current)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    if wanted is None:
+        monkeypatch.delenv("K8S_CONTEXT", raising=False)
+    else:
+        monkeypatch.setenv("K8S_CONTEXT", wanted)  # as `make runbook K8S_CONTEXT=...` sets it
+    # The diagnosis reads the head pod; the mitigation deletes it. Confirmed, so only the guard stops it.
+    results = execute.execute(load("RayGCSUnreachable"), load_ops(), confirm=True,
+                              only=["head", "restart-head"], echo=False)
+    assert [f"{r.step.kind}:{r.step.name}" for r in results] == ["k8s-diagnose:head",
+                                                                 "k8s-mitigate:restart-head"]
+    ran = calls.read_text() if calls.exists() else ""
+    if note:
+        assert ran == "", f"kubectl ran against a context nobody named: {ran}"
+        assert all(not r.ran and r.note == note for r in results), [r.note for r in results]
+    else:
+        assert all(r.ran and r.exit_code == 0 for r in results), [r.output for r in results]
+        assert "get pods -n serveops -l ray.io/node-type=head -o wide" in ran
+        assert "delete pod -n serveops -l ray.io/node-type=head" in ran.splitlines()
+
+
+def test_kubernetes_context_also_comes_from_the_chaos_env(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = stub_kubectl(tmp_path, "kind-serveops")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("K8S_CONTEXT", raising=False)
+    [result] = execute.execute(load("RayGCSUnreachable"), load_ops(), confirm=True, only=["restart-head"],
+                               echo=False, extra_env={"K8S_CONTEXT": "kind-serveops"})
+    assert result.ran and calls.read_text().strip() == "delete pod -n serveops -l ray.io/node-type=head"
+
+
+def test_the_makefile_passes_the_context_and_since() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nrunbook: setup\n"):].splitlines()[2]
+    assert "K8S_CONTEXT=$(K8S_CONTEXT)" in recipe and "SINCE=$(SINCE)" in recipe, recipe
+
+
+# --- SINCE: every diagnosis source ignores evidence older than the fault ---------------------------
+
+ECHO_SINCE = Runbook("T", "T", {}, [
+    Step("diagnose", "env", 'echo "since=${SINCE:-unset} window=${SINCE_WINDOW:-unset}"', "why")])
+
+
+def since_seen(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> tuple[str, str]:
+    monkeypatch.delenv("SINCE_WINDOW", raising=False)
+    [result] = execute.execute(ECHO_SINCE, load_ops(), confirm=False, echo=False, **kwargs)
+    since, window = re.fullmatch(r"since=(\S+) window=(\S+)", result.output).groups()
+    return since, window
+
+
+def test_the_window_reaches_from_since_to_now() -> None:
+    assert execute.since_window(1000.0, 5, now=1100.2) == "106s"  # ceil(100.2) + one scrape interval
+    assert execute.since_window(1000.0, 5, now=1005.0) == "15s"  # rate() needs two samples
+    assert execute.since_window(1000.0, 5, now=990.0) == "15s"  # a SINCE ahead of this clock
+
+
+def test_the_executor_passes_since_and_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SINCE", raising=False)
+    before = time.time()
+    since, window = since_seen(monkeypatch, extra_env={"SINCE": f"{before - 300:.3f}"})  # as chaos passes it
+    assert since == f"{before - 300:.3f}"
+    assert 305 <= int(window.removesuffix("s")) <= 305 + math.ceil(time.time() - before) + 1
+    assert since_seen(monkeypatch, since=1_700_000_000.0)[0] == "1700000000.000"
+
+
+def test_since_from_the_environment_as_a_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINCE", "10m")  # make runbook SINCE=10m
+    before = time.time()
+    since, window = since_seen(monkeypatch)
+    assert before - 601 <= float(since) <= time.time() - 599  # one instant, as unix seconds
+    assert window.endswith("s") and int(window[:-1]) >= 605
+
+
+def test_without_since_the_steps_keep_their_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINCE", "")  # make passes SINCE= when unset
+    monkeypatch.setenv("SINCE_WINDOW", "1s")  # a stray one from the shell must not narrow anything
+    [result] = execute.execute(ECHO_SINCE, load_ops(), confirm=False, echo=False)
+    assert result.output == "since=unset window=unset"
+
+
+def test_a_bad_since_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="not unix seconds"):
+        execute.execute(ECHO_SINCE, load_ops(), confirm=False, echo=False, extra_env={"SINCE": "yesterday"})
+
+
+@pytest.mark.parametrize("text", ["", "1700000000", "1700000000.25", "2026-11-27 16:43:30",
+                                  "2026-11-27T16:43:30+00:00", "2026-11-27T16:43:30Z", "90s", "10m",
+                                  "1h30m", "2d", "1.5h"])
+def test_since_reads_the_same_in_the_executor_and_serveops(text: str) -> None:
+    assert execute.parse_since(text, now=1_800_000_000.0) == cli.parse_since(text, now=1_800_000_000.0)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "10 minutes", "-5m"])
+def test_since_refuses_the_same_in_the_executor_and_serveops(text: str) -> None:
+    for parse in (execute.parse_since, cli.parse_since):
+        with pytest.raises(ValueError):
+            parse(text)
+
+
+# The static check: run each diagnosis step in bash with a `serveops` that records what it is given,
+# nothing else on PATH (so no other command runs), with SINCE and without; then read the records.
+SINCE_SET = {"SINCE": "1700000000.000", "SINCE_WINDOW": "97s"}
+BOUNDED = re.compile(r"\bserveops\s+(?:logs|deaths|promql)\b")
+GAUGES_NAMED_TOTAL = {"ray_node_mem_total", "ray_node_cgroup_mem_total"}  # a node's memory, not counters
+RECORDER = ("""serveops() { printf '%s\\0' "${BASH_LINENO[0]}" "$@" >> "$RECORD"; """
+            """printf '\\001' >> "$RECORD"; }""")
+
+
+def bounded_steps() -> list[tuple[str, Step]]:
+    return [(name, step) for name, step in diagnosis_steps() if BOUNDED.search(step.code)]
+
+
+def call_lines(code: str) -> set[int]:
+    """The lines of the step that call serveops logs, deaths or promql."""
+    return {code[:m.start()].count("\n") + 1 for m in BOUNDED.finditer(code)}
+
+
+def recorded_calls(code: str, env: dict[str, str], tmp_path: Path) -> list[tuple[int, list[str]]]:
+    """(line, argv) of each serveops call the step makes; line 1 is the step's first line."""
+    record, empty = tmp_path / f"record-{len(env)}", tmp_path / "no-commands"
+    empty.mkdir(exist_ok=True)
+    subprocess.run([shutil.which("bash") or "bash", "-o", "pipefail", "-c", f"{RECORDER}\n{code}"],
+                   env={"PATH": str(empty), "RECORD": str(record), **env}, capture_output=True, timeout=20)
+    calls = []
+    for entry in (record.read_text() if record.exists() else "").split("\1")[:-1]:
+        line, *argv = entry.split("\0")[:-1]
+        calls.append((int(line) - 1, argv))
+    return calls
+
+
+def test_the_bounded_calls_are_found() -> None:
+    sites = sum(len(call_lines(step.code)) for _, step in bounded_steps())
+    assert sites > 60, sites  # every logs/deaths/promql call of every diagnosis step
+
+
+def check_since_bound(where: str, args: list[str]) -> None:
+    if args[0] in ("logs", "deaths"):
+        assert "--since" in args and args[args.index("--since") + 1] == SINCE_SET["SINCE"], f"{where}: {args}"
+        return
+    expr = args[1]
+    for rng in re.findall(r"\[([^\]]*)\]", expr):
+        assert rng.split(":")[0] == SINCE_SET["SINCE_WINDOW"], f"{where}: range [{rng}] ignores SINCE: {expr}"
+    assert not re.search(r":ratio_rate(?!5m\b)\w+", expr), f"{where}: a recorded window ignores SINCE: {expr}"
+    for counter in re.finditer(r"\b(\w+_total)\b(?:\{[^}]*\})?+(?!\s*\[)", expr):
+        # A counter read as it stands counts the whole session: only its rise since SINCE may count.
+        if counter.group(1) not in GAUGES_NAMED_TOTAL:
+            assert f"offset {SINCE_SET['SINCE_WINDOW']}" in expr, f"{where}: {counter.group(0)} counts it all"
+
+
+@pytest.mark.parametrize(("book", "step"), bounded_steps(), ids=[f"{b} {s.name}" for b, s in bounded_steps()])
+def test_diagnosis_evidence_is_bounded_by_since(book: str, step: Step, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SINCE", raising=False)  # the parser's default
+    where = f"{book} {step.kind}:{step.name}"
+    bounded = recorded_calls(step.code, SINCE_SET, tmp_path)
+    unbounded = recorded_calls(step.code, {}, tmp_path)
+    reached = {line for line, args in bounded + unbounded if args[0] in ("logs", "deaths", "promql")}
+    missed = call_lines(step.code) - reached
+    assert not missed, f"{where}: lines {sorted(missed)} call serveops but were not reached"
+    bounded = [(line, args) for line, args in bounded if args[0] in ("logs", "deaths", "promql")]
+    unbounded = [(line, args) for line, args in unbounded if args[0] in ("logs", "deaths", "promql")]
+    for _, args in bounded:
+        check_since_bound(where, args)
+        assert cli.parser().parse_args(args).command == args[0]
+    for _, args in unbounded:  # without SINCE: the step's own windows, and no bound
+        if args[0] == "promql":
+            ranges = re.findall(r"\[([^\]]*)\]", args[1])
+            assert all(re.fullmatch(r"\d+[smhd](:\d+[smhd])?", r) for r in ranges), f"{where}: {args[1]}"
+        else:
+            assert cli.parser().parse_args(args).since is None
+
+
+@pytest.mark.parametrize("args", [
+    ["logs", "x", "--last", "5"], ["deaths", "--since", "1600000000.000"],
+    ["promql", "sum(rate(x_total[5m]))"], ["promql", "sum by (Name) (x_total)"],
+    ["promql", "serveops:slo_errors:ratio_rate1h > 0"],
+])
+def test_the_since_check_catches(args: list[str]) -> None:
+    with pytest.raises(AssertionError):
+        check_since_bound("example", args)

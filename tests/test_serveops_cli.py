@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -75,3 +81,167 @@ def test_deaths_shows_memory_kills(ops: OpsConfig, monkeypatch: pytest.MonkeyPat
     out = capsys.readouterr().out
     assert "Embedder pid 1 (memory): 1 worker(s) were killed due to the node running low" in out
     assert "found: 2 dead actor(s) in this Ray session, 1 killed for memory, 0 crashed" in out
+
+
+# --- --since: logs and deaths leave out what is older than the fault ------------------------------
+
+def local(stamp: float, vllm: bool = False) -> str:
+    """A log line's local time as Ray writes it (2026-11-27 16:43:30,568) or as vLLM does (11-27 16:43:30)."""
+    when = datetime.fromtimestamp(stamp)
+    if vllm:
+        return f"{when:%m-%d %H:%M:%S}"
+    return f"{when:%Y-%m-%d %H:%M:%S},{when.microsecond // 1000:03d}"
+
+
+def write_log(path: Path, lines: list[str], last_change: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    os.utime(path, (last_change, last_change))
+
+
+@pytest.fixture
+def ray_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> float:
+    """A Ray session's logs with the same failures before and after a fault; returns the fault time."""
+    fault = float(int(time.time()) - 3600)  # an hour ago: vLLM's dates have no year
+    old, new = fault - 600, fault + 5
+    monkeypatch.setattr(cli, "RAY_LOGS", tmp_path)
+    json_line = json.loads((Path(__file__).parent / "data" / "serve-replica-log-line.json").read_text())
+    serve = [json.dumps({**json_line, "message": f"Replica {name} failed the health check 3 times in a row",
+                         "timestamp_ns": int(stamp * 1e9)})
+             for name, stamp in (("OLD-json", old), ("NEW-json", new))]
+    write_log(tmp_path / "serve" / "controller_1.log", serve, new)
+    oom = "1 Workers (tasks / actors) killed due to memory pressure (OOM)"
+    write_log(tmp_path / "raylet.out", [f"[{local(old)} W 10 10] node_manager.cc:1: OLD-cpp {oom}",
+                                        f"[{local(new + 1)} W 10 10] node_manager.cc:1: NEW-cpp {oom}"],
+              new + 1)
+    replica = "(ServeReplica:llm:LLMServer pid=7) ERROR"
+    write_log(tmp_path / "worker-1.err", [
+        f"{replica} {local(old, vllm=True)} [worker.py:3] OLD-vllm failed",
+        "torch.OutOfMemoryError: OLD-undated CUDA out of memory",  # dated by the old line below it
+        f"{local(old)}\tINFO worker.py:9 -- retrying",
+        f"{replica} {local(new + 2, vllm=True)} [worker.py:3] NEW-vllm failed",
+        "torch.OutOfMemoryError: NEW-undated CUDA out of memory",  # last: dated by the file's last change
+    ], new + 3)
+    write_log(tmp_path / "old-worker.err", ["NCCL WARN OLD-file failed"], old)  # not written since
+    return fault
+
+
+PATTERN = "failed|killed due to memory|CUDA out of memory"
+
+
+def test_logs_leave_out_lines_older_than_since(ray_logs: float, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.logs(PATTERN, last=20, since=ray_logs)
+    out = capsys.readouterr().out
+    for kind in ("json", "cpp", "vllm", "undated"):
+        assert f"NEW-{kind}" in out and f"OLD-{kind}" not in out, (kind, out)
+    assert "OLD-file" not in out and "1 file(s) last written before it not read" in out
+    assert "found: 4 line(s); 4 older line(s) left out" in out
+    assert out.index("NEW-json") < out.index("NEW-cpp") < out.index("NEW-vllm") < out.index("NEW-undated")
+
+
+def test_logs_without_since_find_everything(ray_logs: float, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.logs(PATTERN, last=20)
+    out = capsys.readouterr().out
+    kinds = ("json", "cpp", "vllm", "undated")
+    assert all(f"{age}-{kind}" in out for age in ("OLD", "NEW") for kind in kinds)
+    assert "OLD-file" in out and "found: 9 line(s)\n" in out and "left out" not in out
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('{"asctime": "x", "message": "m", "timestamp_ns": 1795797810568500667}', 1795797810.5685),
+    ("[{t} I 12 34] raylet.cc:10: m", "t"),
+    ("{t}\tINFO dashboard.py:1 -- m", "t"),
+    ("INFO {t} controller 123 -- m", "t"),
+    ("(ServeController pid=9) INFO {t} controller 9 -- m", "t"),
+    ("Traceback (most recent call last):", None),
+    ("  NCCL WARN host:1:2 [0] m", None),
+    (f"ValueError: {'x' * 130} 2020-01-01 00:00:00", None),  # a date deep in the message is not the time
+])
+def test_line_time_reads_rays_formats(line: str, expected: float | str | None) -> None:
+    stamp = 1_795_797_810.568
+    if expected == "t":
+        line, expected = line.format(t=local(stamp)), stamp
+    found = cli.line_time(line)
+    assert found == expected if expected is None else found == pytest.approx(expected, abs=1e-3)
+
+
+def test_vllm_dates_take_the_year_before_when_ahead() -> None:
+    now = datetime(2027, 1, 1, 0, 30).timestamp()
+    last_year = datetime(2026, 12, 31, 23, 59).timestamp()
+    assert cli.line_time("INFO 12-31 23:59:00 [x.py:1] m", now=now) == last_year
+    assert cli.line_time("INFO 01-01 00:10:00 [x.py:1] m", now=now) == datetime(2027, 1, 1, 0, 10).timestamp()
+
+
+def dead_actor(actor_id: str, name: str, message: str) -> SimpleNamespace:
+    return SimpleNamespace(actor_id=actor_id, class_name=name, pid=int(actor_id[-1]),
+                           death_cause={"actor_died_error_context": {"error_message": message}})
+
+
+def test_deaths_leave_out_actors_that_died_before_since(ops: OpsConfig, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    dead = [dead_actor("a1", "ServeReplica:embed:Embedder", "The actor died unexpectedly: this run"),
+            dead_actor("a2", "ServeReplica:embed:Embedder", "The actor died unexpectedly: an earlier run"),
+            dead_actor("a3", "ServeReplica:embed:Embedder", "The actor died unexpectedly: no end time")]
+    monkeypatch.setattr("ray.util.state.list_actors", lambda **_: dead)
+    monkeypatch.setattr(cli, "_death_times", lambda _: {"a1": 1_700_000_005.0, "a2": 1_699_999_000.0})
+    cli.deaths(ops, last=10, since=1_700_000_000.0)
+    out = capsys.readouterr().out
+    assert "pid 1 (crashed): The actor died unexpectedly: this run" in out
+    assert "earlier run" not in out and "no end time" not in out
+    assert out.strip().endswith(f"found: 1 dead actor(s) since {cli._when(1_700_000_000.0)}, 0 killed for "
+                                "memory, 1 crashed; 1 older left out, 1 with no recorded death time")
+
+
+def test_death_times_come_from_the_dashboards_actor_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    actors = {"a1": {"state": "DEAD", "endTime": 1_700_000_005_250}, "a2": {"state": "ALIVE", "endTime": 0},
+              "a3": None}
+    answer = SimpleNamespace(raise_for_status=lambda: None, json=lambda: {"data": {"actors": actors}})
+    seen: list[str] = []
+    monkeypatch.setattr(cli.httpx, "get", lambda url, **_: seen.append(url) or answer)
+    assert cli._death_times("http://127.0.0.1:8265") == {"a1": 1_700_000_005.25}
+    assert seen == ["http://127.0.0.1:8265/logical/actors"]
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    (["logs", "x"], "1700000000", 1_700_000_000.0),  # the chaos engine's fault time
+    (["deaths"], "1700000000.5", 1_700_000_000.5),
+    (["logs", "x", "--since", "2023-11-14T22:13:20+00:00"], "", 1_700_000_000.0),
+    (["deaths", "--since", "1600000000"], "1700000000", 1_600_000_000.0),  # the flag wins
+    (["logs", "x"], "", None),  # `make runbook` passes SINCE= when unset: no bound
+    (["deaths"], None, None),
+])
+def test_since_defaults_to_the_environment(argv: list[str], env: str | None, expected: float | None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if env is None:
+        monkeypatch.delenv("SINCE", raising=False)
+    else:
+        monkeypatch.setenv("SINCE", env)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(cli, "logs", lambda regex, last, since: seen.update(since=since) or 0)
+    monkeypatch.setattr(cli, "deaths", lambda ops, last, since: seen.update(since=since) or 0)
+    assert cli.main(argv) == 0
+    assert seen["since"] == expected
+
+
+def test_since_as_a_duration_and_a_bad_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINCE", "10m")
+    before = time.time()
+    assert before - 601 < cli.parser().parse_args(["logs", "x"]).since < time.time() - 599
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["deaths", "--since", "last tuesday"])
+
+
+def test_promql_names_the_session_only_when_two_appear(ops: OpsConfig, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    def series(session: str, value: str) -> dict[str, Any]:
+        return {"metric": {"application": "embed", "deployment": "Embedder", "SessionName": session},
+                "value": [0, value]}
+
+    two = [series("s_new", "2"), series("s_old", "3")]
+    monkeypatch.setattr(cli.prom, "api", lambda *_, **__: {"result": two})
+    cli.promql(ops, "q")
+    out = capsys.readouterr().out
+    assert re.search(r"(?m)^\s+2\s+application=embed, deployment=Embedder, SessionName=s_new$", out)
+    monkeypatch.setattr(cli.prom, "api", lambda *_, **__: {"result": [series("s_new", "2")]})
+    cli.promql(ops, "q")
+    assert re.search(r"(?m)^\s+2\s+application=embed, deployment=Embedder$", capsys.readouterr().out)

@@ -22,6 +22,8 @@ FIGURES = {
     "ttft_overhead_ms": "p50 TTFT, Serve minus vLLM's own server (ms)",
     "instrumentation_latency_ratio": "p50 latency, instrumentation full ÷ off",
     "instrumentation_throughput_ratio": "req/s, instrumentation full ÷ off",
+    "fuzz_server_errors": "5xx or dropped connections, generated requests to every OpenAPI spec",
+    "fuzz_contract_violations": "4xx without the error contract's JSON body, same requests",
 }
 
 

@@ -1,7 +1,7 @@
 """`make bench`: the figures of loadtests/bench, side by side in one run, into reports/bench-<ts>/.
 
   BENCH=full|smoke   full (default) or the short smoke set `make test` runs
-  ONLY=embed,llm,instrumentation,detection   a subset of the sections
+  ONLY=embed,llm,fuzz,instrumentation,detection   a subset of the sections
 
 Writes results.json and results.md after every section, so a failed section leaves the others.
 Exit 1 when a section could not be measured; a missed goal is a finding, reported, not an error.
@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import stack_client
-from loadtests.bench import detection, embed, instrumentation, llm, results
+from loadtests.bench import detection, embed, fuzz, instrumentation, llm, results
 from stack import ROOT
 from stack.config import BenchMode, load
 from stack.profile import select
 
-SECTIONS = ("embed", "llm", "instrumentation", "detection")
+# fuzz before instrumentation and detection: those restart the stack and inject faults.
+SECTIONS = ("embed", "llm", "fuzz", "instrumentation", "detection")
 # The figures each section fills, so a failed section still names what it owed.
 OWES = {"embed": ("bert_serve_efficiency", "batching_gain", "texts_efficiency"),
         "llm": ("llm_throughput_ratio", "ttft_overhead_ms"),
+        "fuzz": ("fuzz_server_errors", "fuzz_contract_violations"),
         "instrumentation": ("instrumentation_latency_ratio", "instrumentation_throughput_ratio"),
         "detection": ("detection_latency_s",)}
 
@@ -61,6 +63,7 @@ def main() -> int:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "embed": lambda: embed.figures(ops, profile, mode),
         "llm": lambda: llm.figures(ops, profile, mode, out / "llm", breakdown=mode_name == "full"),
+        "fuzz": lambda: fuzz.figures(ops, profile, mode),
         "instrumentation": lambda: instrumentation.figures(ops, mode, out),
         "detection": lambda: detection.figures(ops, mode, out),
     }

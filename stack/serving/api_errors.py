@@ -99,10 +99,55 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
     return error_response(422, *pydantic_error_message(list(errors)))
 
 
+# Headers whose values Serve's proxy or ray.serve.llm's ingress decode as UTF-8, strictly: one byte that
+# is not UTF-8 there is an uncaught UnicodeDecodeError, a plain-text 500 (ray/serve/_private/proxy.py
+# setup_request_context_and_handle, http_util.parse_request_timeout_header,
+# proxy_request_response.populate_tracing_context; ray.serve.llm's SetRequestIdMiddleware). Names match
+# as Serve matches the multiplexed model id: case-insensitive, "-" and "_" alike.
+DECODED_HEADERS = ("serve_multiplexed_model_id", "x-session-id", "x-request-id", "x-request-timeout-seconds",
+                   "traceparent")
+_DECODED = {name.replace("-", "_"): name for name in DECODED_HEADERS}
+
+
+def bad_header(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str] | None:
+    """(param, message) for the first header that must be ASCII and is not, else None.
+
+    ASCII rather than UTF-8: every value these headers take (ids, numbers, W3C trace context) is ASCII,
+    so a byte above 0x7f is a client bug, whatever the encoding.
+    """
+    for raw_name, value in headers:
+        if not raw_name.isascii():
+            return None, "header names must be ASCII"
+        name = _DECODED.get(raw_name.decode().lower().replace("-", "_"))
+        if name is not None and not value.isascii():
+            return name, f"header {name}: the value must be ASCII"
+    return None
+
+
+class HeaderGuard:
+    """Pure ASGI middleware: a non-ASCII value in a header that Serve or the app decodes is a 400 naming
+    it, not a 500. On every app, and on Serve's proxy (stack.serving.proxy_guard), which decodes some of
+    them before a replica sees the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = bad_header(scope["headers"]) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        mark_error(scope, "invalid_header")
+        await error_response(400, found[1], found[0], "invalid_header")(scope, receive, send)
+
+
 class JsonBodyGuard:
     """Pure ASGI middleware: a body-carrying request must be JSON (else 415) and fit the limit (else 413).
 
-    Pure ASGI rather than BaseHTTPMiddleware so streamed responses pass through untouched.
+    Pure ASGI rather than BaseHTTPMiddleware so streamed responses pass through untouched. The body is
+    read here, counted as it arrives: a chunked body (no Content-Length) past the limit is refused as
+    soon as it passes it, and the rest is never read. Refusing from inside the app's receive instead
+    does not work: FastAPI turns any error while reading the body into a 400.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
@@ -115,7 +160,7 @@ class JsonBodyGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
-            shown = media_type or "none"
+            shown = media_type[:100].encode("ascii", "backslashreplace").decode() or "none"
             mark_error(scope, "unsupported_media_type")
             await error_response(415, f"Content-Type must be application/json, got {shown}",
                                  "Content-Type", "unsupported_media_type")(scope, receive, send)
@@ -124,27 +169,45 @@ class JsonBodyGuard:
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        first = await self._read_body(receive)
+        if first is None:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, _replay(first, receive), send)
+
+    async def _read_body(self, receive: Receive) -> Message | None:
+        """The whole body as one http.request message; None once it passes the limit.
+
+        A disconnect mid-body is handed on as it came, so the app sees what it would have seen.
+        """
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         mark_error(scope, "request_too_large")
         await error_response(413, f"request body exceeds {self.max_body_bytes} bytes", None,
                              "request_too_large")(scope, receive, send)
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
 
-        async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise ApiError(413, f"request body exceeds {self.max_body_bytes} bytes",
-                                   kind="request_too_large")
-            return message
+def _replay(first: Message, receive: Receive) -> Receive:
+    """Receive that yields the message already read, then the client's own (a disconnect, later)."""
+    pending: list[Message] = [first]
 
-        return wrapped
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 def install(app: FastAPI, max_body_bytes: int) -> FastAPI:
@@ -168,4 +231,6 @@ def install(app: FastAPI, max_body_bytes: int) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_middleware(JsonBodyGuard, max_body_bytes=max_body_bytes)
+    # Outside the body guard: a bad header is refused before any of the body is read.
+    app.add_middleware(HeaderGuard)
     return app

@@ -36,6 +36,7 @@ from ray.llm._internal.serve.core.ingress.ingress import (
 )
 from ray.llm._internal.serve.core.server.builder import build_llm_deployment
 from starlette.responses import Response, StreamingResponse
+from vllm.exceptions import VLLMValidationError
 
 from stack.serving import api_errors
 from stack.serving.http_api import harden
@@ -114,6 +115,12 @@ class ValidatingIngress(OpenAiIngress):
             return model.model_validate(data)
         except ValidationError as err:
             raise api_errors.ApiError(422, *api_errors.pydantic_error_message(err.errors())) from None
+        except VLLMValidationError as err:
+            # vLLM's cross-field checks (tool_choice without tools, ...) raise this, not a ValidationError;
+            # unhandled, ray.serve.llm answers 400 with a class name for its type and no param.
+            param = err.parameter
+            message = f"{param}: {err.args[0]}" if param else str(err.args[0])
+            raise api_errors.ApiError(422, message, param) from None
 
     def _model_label(self, model: str | None) -> str:
         if model in self._max_model_lens:
@@ -210,6 +217,18 @@ def bounded_ingress(models: RequestModels) -> type[ValidatingIngress]:
     return BoundedIngress
 
 
+# ray.serve.llm's own errors (an unknown model on /v1/models/{model}, an error the engine returns) carry
+# a class name as their type and the internals in their message; answer them in our contract instead.
+_OPENAI_KINDS = {404: "not_found", 408: "timeout", 429: "rate_limit_exceeded"}
+
+
+async def on_openai_error(request: Request, exc: vllm_models.OpenAIHTTPException) -> Response:
+    status = int(exc.status_code)
+    kind = _OPENAI_KINDS.get(status, "invalid_request_error" if status < 500 else "server_error")
+    api_errors.mark_error(request.scope, f"http_{status}")
+    return api_errors.error_response(status, exc.message, "model" if status == 404 else None, kind)
+
+
 def build_app(args: dict[str, Any]):
     # `api` is ours; the rest is ray.serve.llm's LLMServingArgs.
     limits = parse_args(AppArgs, {k: v for k, v in args.items() if k == "api"}, "llm").api
@@ -222,6 +241,7 @@ def build_app(args: dict[str, Any]):
     options.setdefault("name", "OpenAiIngress")
     fastapi_app = harden(init(), limits)
     fastapi_app.title = "serveops OpenAI API"
+    fastapi_app.add_exception_handler(vllm_models.OpenAIHTTPException, on_openai_error)
     ingress = make_fastapi_ingress(
         bounded_ingress(request_models(limits)), endpoint_map=ENDPOINTS, app=fastapi_app
     )

@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
 )
 
 from stack.serving.settings import ApiLimits
@@ -36,12 +37,28 @@ def _not_blank(value: str) -> str:
 
 
 Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+_JSON_SCHEMA_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def bounded(**bounds: float) -> Any:
+    """A Number within bounds. Checked on the union, so a miss is one error ("less than or equal to 2"),
+    and published as one JSON Schema number: beside a union pydantic would publish its own ge/le keys,
+    which no client or JSON Schema tool reads."""
+    schema = {"type": "number", **{_JSON_SCHEMA_BOUNDS[k]: v for k, v in bounds.items()}}
+    return Annotated[Number, Field(**bounds), WithJsonSchema(schema)]
+
+
 # Bounded so that no value overflows a float64 model input.
-Feature = Annotated[Number, Field(ge=-1e12, le=1e12)]
+Feature = bounded(ge=-1e12, le=1e12)
 
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def examples(*bodies: dict[str, Any]) -> ConfigDict:
+    """A request model's config with example bodies, published in its JSON Schema (docs and fuzzing)."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(bodies)})
 
 
 class EmbedRequestBase(Request):
@@ -74,8 +91,8 @@ class PredictResponse(BaseModel):
 
 # --- OpenAI routes: the fields we accept; anything else is a 422 naming it. ---
 
-Probability = Annotated[Number, Field(ge=0, le=1)]
-Penalty = Annotated[Number, Field(ge=-2, le=2)]
+Probability = bounded(ge=0, le=1)
+Penalty = bounded(ge=-2, le=2)
 Stop = StrictStr | Annotated[list[StrictStr], Field(max_length=4)]
 MaxTokens = Annotated[StrictInt, Field(ge=1)]
 
@@ -103,7 +120,7 @@ class Sampling(Request):
 
     model: StrictStr | None = None
     max_tokens: MaxTokens | None = None
-    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    temperature: bounded(ge=0, le=2) | None = None
     top_p: Probability | None = None
     top_k: StrictInt | None = None
     min_p: Probability | None = None
@@ -114,8 +131,8 @@ class Sampling(Request):
     seed: StrictInt | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    repetition_penalty: Annotated[Number, Field(gt=0, le=2)] | None = None
-    logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    repetition_penalty: bounded(gt=0, le=2) | None = None
+    logit_bias: dict[StrictStr, bounded(ge=-100, le=100)] | None = None
     user: StrictStr | None = None
     ignore_eos: StrictBool | None = None
     min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
@@ -179,20 +196,25 @@ def request_models(limits: ApiLimits) -> RequestModels:
                      AfterValidator(_not_blank)]
 
     class EmbedRequest(EmbedRequestBase):
+        model_config = examples({"text": ["first text", "second text"]})
         text: Text | Annotated[list[Text], Field(min_length=1, max_length=limits.max_texts)] = Field(
             description="One text, or a list of texts."
         )
 
     class ClassifyRequest(Request):
+        model_config = examples({"text": "The rollout went smoothly."})
         text: Text
 
     class PredictRequest(Request):
+        model_config = examples({"features": [0.5, -1, 2, 0, 1.5, -0.25, 3, 1]})
         features: Annotated[list[Feature], Field(min_length=1, max_length=limits.max_features)]
 
     class ChatRequest(ChatRequestBase):
+        model_config = examples({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16})
         messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=limits.max_messages)]
 
     class CompletionRequest(CompletionRequestBase):
+        model_config = examples({"prompt": "Ray Serve is", "max_tokens": 16})
         prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=limits.max_texts)]
 
     tenant_id = Annotated[StrictStr, Field(min_length=1, max_length=limits.max_tenant_id_chars,

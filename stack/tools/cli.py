@@ -6,21 +6,30 @@
   serveops deployments [APP] [--config]   Serve deployments: status, replicas running/target, Serve's
                                    message; --config adds the options the runbooks tune
   serveops targets                 Prometheus scrape targets: health and last error
-  serveops deaths [--last N]       dead actors of this Ray session and why they died
-  serveops logs REGEX [--last N]   matching lines of this Ray session's logs
+  serveops deaths [--last N] [--since T]   dead actors of this Ray session and why they died
+  serveops logs REGEX [--last N] [--since T]   matching lines of this Ray session's logs
   serveops tune APP DEPLOYMENT key=value ...   change deployment options, roll out (keeps last good)
   serveops rollback                roll out the last config that reached RUNNING
+
+--since T (default: the SINCE environment variable, else no bound) leaves out log lines and dead
+actors older than T: unix seconds, an ISO time (local unless it names a zone) or a duration back
+from now (90s, 10m, 1h30m). The chaos engine and `make runbook SINCE=...` set SINCE to the fault
+time, so evidence of an earlier run in the same Ray session is not found again.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import yaml
 
 from stack import prom
@@ -31,6 +40,43 @@ from stack.local import rollout, serve_deploy
 NOISE_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "instance", "job",
                 "otel_scope_name", "otel_scope_schema_url", "otel_scope_version", "ray_io_cluster"}
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
+# Shown only when the series come from more than one Ray session (a restarted stack's old series).
+SESSION_LABEL = "SessionName"
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float | None:
+    """Unix seconds of a --since/SINCE value: unix seconds, an ISO time (local unless it names a zone),
+    or a duration back from now (90s, 10m, 1h30m). None for "": no bound.
+    runbooks/execute.py reads SINCE the same way (a test holds them equal)."""
+    text = text.strip()
+    if not text:
+        return None
+    if _DURATION.fullmatch(text):
+        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
+        return (time.time() if now is None else now) - seconds
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"since {text!r}: not unix seconds, an ISO time or a duration like 10m") from None
+
+
+def _since_arg(text: str) -> float | None:
+    try:
+        return parse_since(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
 
 
 def promql(ops: OpsConfig, expr: str) -> int:
@@ -40,8 +86,12 @@ def promql(ops: OpsConfig, expr: str) -> int:
         print("found: nothing (no series matched)")
         return 0
     print(f"found: {len(result)} series")
+    sessions = {series["metric"].get(SESSION_LABEL) for series in result}
     for series in result:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(series["metric"].items()) if k not in NOISE_LABELS)
+        metric = series["metric"]
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(metric.items()) if k not in NOISE_LABELS)
+        if len(sessions) > 1:  # last, so that patterns on the leading labels still match
+            labels += f"{', ' if labels else ''}{SESSION_LABEL}={metric.get(SESSION_LABEL, '?')}"
         print(f"  {series['value'][1]:>14}  {labels or '{}'}")
     return 0
 
@@ -139,11 +189,42 @@ def _death_kind(cause: dict[str, Any]) -> str:
     return "stopped" if "ray.kill" in text or "INTENDED" in text else "crashed"
 
 
-def deaths(ops: OpsConfig, last: int) -> int:
+def _death_times(dashboard_url: str) -> dict[str, float]:
+    """When each dead actor died (unix seconds), by actor id. Ray 2.60's state API (list_actors) drops
+    the GCS's end time; the dashboard's actor table keeps it."""
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+        headers = get_auth_headers_if_auth_enabled({})
+    except ImportError:
+        headers = {}
+    r = httpx.get(f"{dashboard_url}/logical/actors", headers=headers, timeout=30)
+    r.raise_for_status()
+    actors = (r.json().get("data") or {}).get("actors") or {}
+    return {actor_id: int(a["endTime"]) / 1000 for actor_id, a in actors.items()
+            if a and int(a.get("endTime") or 0) > 0}
+
+
+def _fresh_deaths(dashboard_url: str, dead: list[Any], since: float) -> tuple[list[Any], int, int]:
+    """The actors that died at or after since; and how many died before it, and how many have no
+    recorded death time (left out: they cannot be told apart from an earlier run's)."""
+    try:
+        ended = _death_times(dashboard_url)
+    except (httpx.HTTPError, ValueError) as err:  # unreachable, or not the answer we know
+        print(f"  (no death times from the dashboard: {err})")
+        ended = {}
+    fresh = [a for a in dead if ended.get(a.actor_id, -1.0) >= since]
+    unknown = sum(a.actor_id not in ended for a in dead)
+    return fresh, len(dead) - len(fresh) - unknown, unknown
+
+
+def deaths(ops: OpsConfig, last: int, since: float | None = None) -> int:
     from ray.util.state import list_actors  # slow to import; only this subcommand needs it
 
     dead = list_actors(address=ops.listen.dashboard_url, filters=[("state", "=", "DEAD")], detail=True,
                        limit=10_000, raise_on_missing_output=False)
+    older = unknown = 0
+    if since is not None:
+        dead, older, unknown = _fresh_deaths(ops.listen.dashboard_url, dead, since)
     kinds = [_death_kind(a.death_cause or {}) for a in dead]
     # Replicas Serve stopped on purpose first, memory kills last: --last N shows the telling ones.
     order = {"stopped": 0, "crashed": 1, "memory": 2}
@@ -152,22 +233,90 @@ def deaths(ops: OpsConfig, last: int) -> int:
         context = next(iter(cause.values()), {}) if cause else {}
         message = " ".join(str(context.get("error_message", "")).split())[:400] or "no cause recorded"
         print(f"  {actor.class_name} pid {actor.pid} ({kind}): {message}")
-    print(f"found: {len(dead)} dead actor(s) in this Ray session, {kinds.count('memory')} killed for memory, "
-          f"{kinds.count('crashed')} crashed")
+    where = "in this Ray session" if since is None else f"since {_when(since)}"
+    left_out = "" if since is None else (f"; {older} older left out"
+                                         + (f", {unknown} with no recorded death time" if unknown else ""))
+    print(f"found: {len(dead)} dead actor(s) {where}, {kinds.count('memory')} killed for memory, "
+          f"{kinds.count('crashed')} crashed{left_out}")
     return 0
 
 
-def logs(regex: str, last: int) -> int:
+# Where a Ray log line says when it was written: a JSON line's timestamp_ns (Serve), a date and time
+# near the start (Ray's C++ "[2026-11-27 16:43:30,568 I ...]", Python's logging, Serve's text
+# format), or vLLM's "INFO 11-27 16:43:30 [file.py:12]" (no year; after a Ray "(pid=...)" prefix).
+_JSON_NS = re.compile(r'"timestamp_ns":\s*(\d{18,20})')
+_DATETIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,6}))?")
+_VLLM = re.compile(r"(?:\([^)]*\)\s+)?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+"
+                   r"(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
+_HEAD = 120  # a timestamp further into the line is part of the message
+
+
+def line_time(line: str, now: float | None = None) -> float | None:
+    """Unix seconds a log line was written, from its own timestamp (local time unless it is
+    absolute); None for a line without one (a traceback line, NCCL's own lines, a print)."""
+    if line.startswith("{") and (ns := _JSON_NS.search(line)):
+        return int(ns.group(1)) / 1e9
+    if m := _DATETIME.search(line[:_HEAD]):
+        y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+        return datetime(y, mo, d, h, mi, sec, int((m.group(7) or "0").ljust(6, "0"))).timestamp()
+    if m := _VLLM.match(line[:_HEAD]):
+        return _this_year(now if now is not None else time.time(), *(int(g) for g in m.groups()))
+    return None
+
+
+def _this_year(now: float, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    """A date without a year is this year's, unless that lies ahead: then last year's (a log from
+    December read in January)."""
+    year = datetime.fromtimestamp(now).year
+    stamp = datetime(year, month, day, hour, minute, second).timestamp()
+    return stamp if stamp <= now + 86400 else datetime(year - 1, month, day, hour, minute, second).timestamp()
+
+
+def _dated_hits(f: IO[str], pattern: re.Pattern[str], last_change: float) -> Iterator[tuple[float, str]]:
+    """Matching lines of one file with when each was written. An undated line counts as written when
+    the next dated line below it was (no later than that), or at the file's last change: so it is
+    left out only when it is sure to be older, never because it has no timestamp."""
+    undated: list[str] = []
+    for line in f:
+        matches = pattern.search(line)
+        if not (matches or undated):
+            continue  # a line's time is read only where it dates a match: logs are large
+        stamp = line_time(line)
+        if stamp is not None:
+            yield from ((stamp, text) for text in undated)
+            undated = []
+        if matches:
+            text = line.rstrip()[:300]
+            if stamp is None:
+                undated.append(text)
+            else:
+                yield stamp, text
+    yield from ((last_change, text) for text in undated)
+
+
+def logs(regex: str, last: int, since: float | None = None) -> int:
     pattern = re.compile(regex)
     hits: list[tuple[float, str]] = []
+    older = skipped_files = 0
     for path in RAY_LOGS.rglob("*"):
         if not path.is_file() or path.suffix not in (".log", ".out", ".err"):
             continue
+        last_change = path.stat().st_mtime
+        if since is not None and last_change < since:
+            skipped_files += 1  # nothing in it is newer than its last change
+            continue
         with open(path, errors="replace") as f:
-            hits += [(path.stat().st_mtime, f"{path.relative_to(RAY_LOGS)}: {line.rstrip()[:300]}")
-                     for line in f if pattern.search(line)]
-    print(f"searched {RAY_LOGS} (the pattern is in the command above)")  # echoing it would match itself
-    print(f"found: {len(hits)} line(s)" + (f", the last {last}:" if len(hits) > last else ""))
+            for stamp, text in _dated_hits(f, pattern, last_change):
+                if since is not None and stamp < since:
+                    older += 1
+                else:
+                    hits.append((stamp, f"{path.relative_to(RAY_LOGS)}: {text}"))
+    bound = "" if since is None else (f" since {_when(since)} ({skipped_files} file(s) last written "
+                                      f"before it not read)")
+    # The pattern is not echoed: it would match itself in a later search.
+    print(f"searched {RAY_LOGS}{bound} (the pattern is in the command above)")
+    print(f"found: {len(hits)} line(s)" + (f", the last {last}:" if len(hits) > last else "")
+          + (f"; {older} older line(s) left out" if older else ""))
     for _, line in sorted(hits)[-last:]:
         print(f"  {line}")
     return 0
@@ -198,7 +347,7 @@ def rollback(ops: OpsConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serveops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,16 +358,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("app", nargs="?")
     p.add_argument("--config", action="store_true")
     sub.add_parser("targets")
-    sub.add_parser("deaths").add_argument("--last", type=int, default=10)
+    p = sub.add_parser("deaths")
+    p.add_argument("--last", type=int, default=10)
+    _add_since(p)
     p = sub.add_parser("logs")
     p.add_argument("regex")
     p.add_argument("--last", type=int, default=20)
+    _add_since(p)
     p = sub.add_parser("tune")
     p.add_argument("app")
     p.add_argument("deployment")
     p.add_argument("settings", nargs="+", metavar="key=value")
     sub.add_parser("rollback")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _add_since(p: argparse.ArgumentParser) -> None:
+    # argparse runs a string default through type= too: SINCE="" or unset is no bound.
+    p.add_argument("--since", type=_since_arg, default=os.environ.get("SINCE", ""), metavar="T",
+                   help="leave out what is older: unix seconds, ISO time or duration (default: $SINCE)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     ops = load()
     if args.command == "promql":
         return promql(ops, args.expr)
@@ -231,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "targets":
         return targets(ops)
     if args.command == "deaths":
-        return deaths(ops, args.last)
+        return deaths(ops, args.last, args.since)
     if args.command == "logs":
-        return logs(args.regex, args.last)
+        return logs(args.regex, args.last, args.since)
     if args.command == "tune":
         return tune(ops, args.app, args.deployment, args.settings)
     return rollback(ops)

@@ -1,20 +1,28 @@
 """Every class of bad input, on every route, is a 4xx with a JSON error naming the field.
 
-Never a 5xx, and no replica restarts: the replicas serving before are the ones serving after.
+Never a 5xx, and no replica restarts: the replicas serving before are the ones serving after. Hand-written
+cases first, then a short property-based fuzz of every served OpenAPI spec (loadtests/bench/fuzz.py; the
+longer one runs in `make bench`). Header bytes that are not UTF-8 reach Serve's proxy first, which decodes
+some headers itself: they get the contract only with stack.serving.proxy_guard installed on the proxy.
 """
 
 from __future__ import annotations
 
 import json
+import random
 
 import httpx
 import pytest
 
+from loadtests.bench import fuzz
 from stack.config import load
 from stack.local import serve_deploy
+from stack.profile import select
 
 pytestmark = pytest.mark.live
-LIMITS = load().api
+OPS = load()
+LIMITS = OPS.api
+FUZZ_EXAMPLES = 40  # per spec; `make bench` sends bench.modes.*.fuzz_examples
 J = {"Content-Type": "application/json"}
 TENANT = "serve_multiplexed_model_id"
 OK_TENANT = {TENANT: "acme"}
@@ -86,6 +94,13 @@ CASES = [
     ("tenant-long", "/predict", {TENANT: "a" * 5000}, GOOD, 422, TENANT),
     ("tenant-upper", "/predict", {TENANT: "ACME"}, GOOD, 422, TENANT),
     ("tenant-unknown", "/predict", {TENANT: "nobody"}, GOOD, 404, TENANT),
+    # header values that are not ASCII: a 400 naming the header. Not UTF-8 at all, they would stop in
+    # Serve's proxy (a plain-text 500) but for stack.serving.proxy_guard.
+    ("tenant-utf8", "/predict", {TENANT: "caf\u00e9".encode()}, GOOD, 400, TENANT),
+    ("tenant-not-utf8", "/predict", {TENANT: b"\xff\xfe"}, GOOD, 400, TENANT),
+    ("tenant-dash-not-utf8", "/predict", {"serve-multiplexed-model-id": b"\xe9"}, GOOD, 400, TENANT),
+    ("request-id-not-utf8", "/v1/chat/completions", {"x-request-id": b"\xff"}, chat(), 400, "x-request-id"),
+    ("traceparent-not-utf8", "/embed", {"traceparent": b"00-\xff"}, '{"text": "a"}', 400, "traceparent"),
     # max_tokens out of range
     ("max-tokens-zero", "/v1/chat/completions", {}, chat(max_tokens=0), 422, "max_tokens"),
     ("max-tokens-negative", "/v1/completions", {}, completion(max_tokens=-5), 422, "max_tokens"),
@@ -131,6 +146,25 @@ def test_bad_input(http: httpx.Client, replicas_before, path, headers, body, sta
 def test_text_plain_is_415(http: httpx.Client, replicas_before, path: str) -> None:
     r = http.post(path, content=b'{"text": "a"}', headers={"Content-Type": "text/plain", **OK_TENANT})
     assert_error(r, 415, "Content-Type")
+
+
+@pytest.mark.parametrize("path", MEDIA_ROUTES)
+def test_chunked_body_over_the_limit_is_413(http: httpx.Client, replicas_before, path: str) -> None:
+    body = json.dumps({"text": "x" * (LIMITS.max_body_bytes + 1)}).encode()
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))  # a generator: sent chunked
+    r = http.post(path, content=chunks, headers={**J, **OK_TENANT})
+    sent = r.request.headers
+    assert sent.get("transfer-encoding") == "chunked" and "content-length" not in sent
+    assert_error(r, 413, None)
+
+
+@pytest.mark.parametrize("spec_path", OPS.bench.fuzz_specs)
+def test_fuzz_the_served_spec(http: httpx.Client, replicas_before, spec_path: str) -> None:
+    seed = random.randrange(2**32)
+    report = fuzz.fuzz_spec(http, spec_path, FUZZ_EXAMPLES, seed, fuzz.known_values(OPS, select()))
+    assert report.examples == FUZZ_EXAMPLES
+    assert (report.server_errors, report.contract_violations, report.transport_errors) == (0, 0, 0), (
+        f"seed {seed}: {report.as_dict()}")
 
 
 @pytest.mark.parametrize("path", REMOVED_ROUTES)

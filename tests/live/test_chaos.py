@@ -36,11 +36,36 @@ def test_experiment(live_stack: OpsConfig, tmp_path: Path, name: str) -> None:
         assert seconds is not None and seconds <= exp.detect_within_s, alert
     assert len(result["detect_s"]) == len(exp.expect)
     assert result["recover_s"] is not None and result["recover_s"] <= exp.recover_within_s
-    assert result["sent"] > 0
+    assert result["sent"] > 0 and exp.loss.allows(result["failed"], result["sent"])
+    assert result["loss_bound"] == exp.loss.describe() and result["hung"] >= 0
     if exp.runbook:
         assert set(result["diagnosis"]) == set(exp.runbook.finds)
         assert all(code == 0 for code in result["mitigation"].values()) and result["mitigation"]
     assert (report / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     summary = (report / "summary.md").read_text()
-    assert "time to detect" in summary and "requests failed / sent" in summary
+    assert "time to detect" in summary and "requests failed / sent" in summary and "hung past" in summary
     assert f"{name}: PASSED" in done.stdout
+
+
+def test_a_later_run_does_not_pass_on_an_earlier_run_s_evidence(live_stack: OpsConfig) -> None:
+    """replica-crash again, with its fault made a no-op: the crash of the run above is still in the
+    session's logs, dead actors and metrics. Without SINCE the diagnosis finds that old crash (the
+    trap is real); with it, the engine's default, nothing is found and the run fails."""
+    from chaos import engine
+    from chaos.experiment import Step
+
+    crash = experiment.load("replica-crash")
+    noop = crash.model_copy(update={
+        "name": "replica-crash-noop", "inject": [Step(name="sleep", args={"seconds": 2})], "expect": [],
+        "runbook": crash.runbook.model_copy(update={"mitigation": []})})
+
+    def without_since(name, ops, *, confirm, env, kinds=None, only=None):  # type: ignore[no-untyped-def]
+        stale_ok = {k: v for k, v in env.items() if k != "SINCE"}
+        return engine.run_runbook(name, ops, confirm=confirm, env=stale_ok, kinds=kinds, only=only)
+
+    blind, _ = engine.run(noop, live_stack, "short", engine.Effects(runbook=without_since))
+    assert any(not found.startswith("NOT FOUND") for found in blind.diagnosis.values()), blind.diagnosis
+    fresh, _ = engine.run(noop, live_stack, "short")
+    assert not fresh.passed
+    assert all(found.startswith("NOT FOUND") for found in fresh.diagnosis.values()), fresh.diagnosis
+    assert all("did not find" in p for p in fresh.problems), fresh.problems

@@ -1,0 +1,145 @@
+"""Writes slo_burn_rules.test.yaml: every burn-rate rule (SLO x kind x window pair) shown firing and
+shown silent while its route serves traffic.
+
+Expected alerts come from the burn-rate table and the SLO objectives, never from a rule's
+expression: a route serves a constant bad-request ratio just above (x1.05) or just below (x0.95) a
+pair's threshold, factor x budget, so both windows hold that ratio. The pair must fire once its
+`for` has run, and not one evaluation earlier; the ratio just below must stay silent as long. A rule
+with a wrong threshold, route, bucket, status filter or `for` fails promtool; one reading the wrong
+window does not (every window holds the same ratio). Only the rules' annotation templates are read,
+since promtool compares annotations too.
+
+One group per SLO and pair holds errors above and latency below; another, the other way round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from alerts.slo_rules import BURN_RATES, BurnRate
+from stack import ROOT
+from stack.artifacts import header
+from stack.config import OpsConfig, Slo
+
+OUT = ROOT / "alerts" / "tests" / "slo_burn_rules.test.yaml"
+SAMPLE_S = 60  # input series: one sample a minute
+EVAL_S = 300  # rules evaluated every 5m: a fifth of the work of 1m; promtool runs this on every check
+PER_MIN = 600.0  # requests a minute on the route under test
+CLIENT_ERRORS = 0.01  # share of 4xx: traffic, not errors
+ABOVE, BELOW = 1.05, 0.95
+UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Kind:
+    alert: str
+    budget: Callable[[Slo], float]
+    series: Callable[[Slo, float, int], list[dict[str, str]]]
+
+
+def counter(per_sample: float, samples: int) -> str:
+    return f"0+{per_sample:.10g}x{samples - 1}"
+
+
+def error_series(slo: Slo, ratio: float, samples: int) -> list[dict[str, str]]:
+    """5xx at `ratio` of all requests; 4xx are the client's and count as traffic only."""
+    metric = f'ray_serve_num_http_requests_total{{route="{slo.route}",status_code='
+    ok = 1 - ratio - CLIENT_ERRORS
+    assert ok > 0, (slo.name, ratio)
+    return [{"series": f'{metric}"{code}"}}', "values": counter(PER_MIN * share, samples)}
+            for code, share in (("200", ok), ("404", CLIENT_ERRORS), ("503", ratio))]
+
+
+def latency_series(slo: Slo, ratio: float, samples: int) -> list[dict[str, str]]:
+    """`ratio` of requests slower than the objective. Ray writes bucket bounds as floats ("500.0")."""
+    assert 0 < ratio < 1, (slo.name, ratio)
+    sel = f'route="{slo.route}"'
+    le = float(slo.latency_objective_ms)
+    return [
+        {"series": f'ray_serve_http_request_latency_ms_bucket{{{sel},le="{le}"}}',
+         "values": counter(PER_MIN * (1 - ratio), samples)},
+        {"series": f"ray_serve_http_request_latency_ms_count{{{sel}}}", "values": counter(PER_MIN, samples)},
+    ]
+
+
+ERRORS = Kind("ServeErrorBudgetBurn", lambda slo: 1 - slo.availability, error_series)
+LATENCY = Kind("ServeLatencyBudgetBurn", lambda slo: 1 - slo.latency_target, latency_series)
+
+
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * UNITS_S[duration[-1]]
+
+
+def step_at_or_after(t: float) -> int:
+    return math.ceil(t / EVAL_S) * EVAL_S
+
+
+def fires_at(burn: BurnRate) -> int:
+    """Rates need two samples: the condition holds from the first evaluation after the second
+    sample, and the alert fires at the first evaluation `for` after that."""
+    return step_at_or_after(step_at_or_after(SAMPLE_S) + seconds(burn.for_))
+
+
+def firing(kind: Kind, slo: Slo, ratio: float, t: int) -> list[BurnRate]:
+    """The pairs of the table that fire at t on a constant ratio: both windows hold `ratio`."""
+    return [b for b in BURN_RATES if ratio > b.factor * kind.budget(slo) and t >= fires_at(b)]
+
+
+def duration(t: int) -> str:
+    return f"{t // 60}m" if t % 60 == 0 else f"{t}s"
+
+
+def annotations(rule: dict[str, Any], slo: Slo, ratio: float) -> dict[str, str]:
+    """The rule's templates, filled as Prometheus would: $value is the long window's ratio."""
+    value = f"{ratio * 100:.4g}%"  # Prometheus' humanizePercentage: %.4g of the percentage
+    out = {k: v.replace("{{ $labels.route }}", slo.route).replace("{{ $value | humanizePercentage }}", value)
+           for k, v in rule["annotations"].items()}
+    assert not any("{{" in v for v in out.values()), f"unfilled template in {rule['alert']}: {out}"
+    return out
+
+
+def exp_alert(kind: Kind, slo: Slo, burn: BurnRate, ratio: float,
+              rules: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    labels = {"severity": burn.severity, "slo": slo.name, "route": slo.route, "long_window": burn.long,
+              "short_window": burn.short}
+    rule = rules[(kind.alert, slo.name, burn.long)]
+    return {"exp_labels": labels, "exp_annotations": annotations(rule, slo, ratio)}
+
+
+def group(slo: Slo, burn: BurnRate, hot: Kind, cold: Kind,
+          rules: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """`hot` just above this pair's threshold, `cold` just below it: checked one evaluation before
+    the pair's `for` has run (nothing fires) and at it (only `hot` fires)."""
+    ratios = {hot: ABOVE * burn.factor * hot.budget(slo), cold: BELOW * burn.factor * cold.budget(slo)}
+    end = fires_at(burn)
+    samples = end // SAMPLE_S + 1
+    checks = [{"eval_time": duration(t), "alertname": kind.alert,
+               "exp_alerts": [exp_alert(kind, slo, b, ratio, rules) for b in firing(kind, slo, ratio, t)]}
+              for t in (end - EVAL_S, end) for kind, ratio in ratios.items()]
+    return {"name": f"{slo.name} {burn.long}/{burn.short}: {hot.alert} above, {cold.alert} below",
+            "interval": duration(SAMPLE_S),
+            "input_series": [s for kind, ratio in ratios.items() for s in kind.series(slo, ratio, samples)],
+            "alert_rule_test": checks}
+
+
+def index(alert_rules: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(r["alert"], r["labels"]["slo"], r["labels"]["long_window"]): r
+            for r in alert_rules if "slo" in r["labels"]}
+
+
+def render(ops: OpsConfig, rule_groups: list[dict[str, Any]]) -> str:
+    """The test file for the rule file's groups. They run in file order at each evaluation, so an alert
+    reads this evaluation's ratios (unordered, promtool may run the alerts first: one step late)."""
+    rules = index([r for g in rule_groups for r in g["rules"] if "alert" in r])
+    tests = [group(slo, burn, hot, cold, rules) for slo in ops.slos for burn in BURN_RATES
+             for hot, cold in ((ERRORS, LATENCY), (LATENCY, ERRORS))]
+    doc = {"rule_files": ["../serveops.rules.yaml"], "evaluation_interval": duration(EVAL_S),
+           "group_eval_order": [g["name"] for g in rule_groups], "tests": tests}
+    return (header("alerts/tests/slo_burn_cases.py")
+            + "# Every burn-rate rule firing and silent; how the cases are chosen: slo_burn_cases.py.\n"
+            + yaml.safe_dump(doc, sort_keys=False, width=200))
