@@ -78,9 +78,11 @@ def timeline(ctx: Context, result: Result, path: Path) -> Path:
         for _, pts in _series(ctx, expr, t0, end, "none").items():
             reps.step([p[0] - t0 for p in pts], [p[1] for p in pts], style, where="post", label=name)
     reps.set_ylabel(f"{t.deployment} replicas")
-    names = "|".join(e.alert for e in ctx.exp.expect) or "none"
-    states = _series(ctx, f'max by (alertname, alertstate) (ALERTS{{alertname=~"{names}"}})', t0, end,
-                     "alertname,alertstate")
+    # Each expected alert with its labels: the same alert on another deployment is not this fault's.
+    selectors = [",".join([f'alertname="{e.alert}"', *(f'{k}="{v}"' for k, v in e.labels.items())])
+                 for e in ctx.exp.expect] or ['alertname="none"']
+    expr = " or ".join(f"max by (alertname, alertstate) (ALERTS{{{sel}}})" for sel in selectors)
+    states = _series(ctx, expr, t0, end, "alertname,alertstate")
     for row, (key, pts) in enumerate(sorted(states.items())):
         color = "red" if key.endswith("firing") else "orange"
         alerts.broken_barh([(p[0] - t0, 5) for p in pts if p[1] > 0], (row - 0.4, 0.8), color=color)
