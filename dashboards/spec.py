@@ -10,6 +10,7 @@ NO_GPU = "serveops_gpu_* exist only where NVML sees a GPU"
 EVENT_ONLY_METRICS = {
     "ray_memory_manager_worker_eviction_total": "created by Ray's memory monitor's first kill",
     "ray_serveops_model_load_failures_total": "created by the first failed model load",
+    "ray_serve_health_check_failures_total": "created by the first failed health check",
     "serveops_gpu_memory_used_bytes": NO_GPU,
     "serveops_gpu_memory_total_bytes": NO_GPU,
     "serveops_gpu_utilization_ratio": NO_GPU,
