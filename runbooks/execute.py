@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,13 +26,11 @@ from runbooks.book import Runbook, RunbookError, Step, load, names
 from stack import ROOT
 from stack.config import OpsConfig
 from stack.config import load as load_ops
+from stack.since import parse_since
 
 VENV_BIN = ROOT / ".venv" / "bin"
 STEP_TIMEOUT_S = {"diagnose": 120, "mitigate": 600}
 K8S_NEEDS = "k8s step needs K8S_CONTEXT=<context> matching `kubectl config current-context`"
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -88,26 +85,6 @@ def skip_reason(step: Step, confirm: bool, env: Mapping[str, str]) -> str:
     if step.mutates and not confirm:
         return "skipped: a mitigation; run again with CONFIRM=1 to apply it"
     return ""
-
-
-def parse_since(text: str, now: float | None = None) -> float | None:
-    """Unix seconds of SINCE: unix seconds, an ISO time (local unless it names a zone), or a duration
-    back from now (90s, 10m, 1h30m); None for "". The same forms as `serveops --since`
-    (stack/tools/cli.py, which runbooks do not import; a test holds the two equal)."""
-    text = text.strip()
-    if not text:
-        return None
-    if _DURATION.fullmatch(text):
-        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
-        return (time.time() if now is None else now) - seconds
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"SINCE={text!r}: not unix seconds, an ISO time or a duration like 10m") from None
 
 
 def since_window(since: float, scrape_interval_s: int, now: float) -> str:

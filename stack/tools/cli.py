@@ -35,6 +35,7 @@ import yaml
 from stack import prom
 from stack.config import OpsConfig, load
 from stack.local import rollout, serve_deploy
+from stack.since import parse_since
 
 # Labels every Ray series carries; they say nothing about the cause.
 NOISE_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "instance", "job",
@@ -43,29 +44,6 @@ RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 # Shown only when the series come from more than one Ray session (a restarted stack's old series).
 SESSION_LABEL = "SessionName"
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(text: str, now: float | None = None) -> float | None:
-    """Unix seconds of a --since/SINCE value: unix seconds, an ISO time (local unless it names a zone),
-    or a duration back from now (90s, 10m, 1h30m). None for "": no bound.
-    runbooks/execute.py reads SINCE the same way (a test holds them equal)."""
-    text = text.strip()
-    if not text:
-        return None
-    if _DURATION.fullmatch(text):
-        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
-        return (time.time() if now is None else now) - seconds
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"since {text!r}: not unix seconds, an ISO time or a duration like 10m") from None
 
 
 def _since_arg(text: str) -> float | None:
