@@ -1,6 +1,7 @@
 """Validate Kubernetes objects against CRD OpenAPI v3 schemas with jsonschema, as strictly as the API server.
 
-The CRDs ship beside the repo, in ../shared/reference. A CRD schema is plain JSON Schema except for:
+The CRDs are copied into tests/data/crds/ (sources and licenses in its README). A CRD schema is
+plain JSON Schema except for:
 - unknown fields: the API server prunes them, and rejects them under kubectl's default
   --validate=strict; JSON Schema allows them. Objects with `properties` get additionalProperties: false
   unless they set x-kubernetes-preserve-unknown-fields.
@@ -25,13 +26,13 @@ from jsonschema.exceptions import ValidationError
 
 from stack import ROOT
 
-REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE = ROOT / "tests" / "data" / "crds"
 CRD_FILES = {
-    ("ray.io/v1", "RayService"): "kuberay-crds/ray.io_rayservices.yaml",
+    ("ray.io/v1", "RayService"): "ray.io_rayservices.yaml",
     ("monitoring.coreos.com/v1", "PodMonitor"):
-        "prometheus-operator-crds/monitoring.coreos.com_podmonitors.yaml",
+        "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"):
-        "prometheus-operator-crds/monitoring.coreos.com_prometheusrules.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
 }
 _SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf")
 _INLINE_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
