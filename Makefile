@@ -3,7 +3,7 @@ PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
 .PHONY: setup up down status loadtest test test-unit lint generate check serve-config traces memprofile alerts \
-	dashboards k8s runbook chaos preflight bench
+	dashboards k8s runbook chaos preflight bench scorecard
 
 setup:
 	@$(SYS_PY) -m stack.local.bootstrap
@@ -27,7 +27,7 @@ bench: setup
 
 # Every generated artifact, from stack/ops.yaml, in dependency order: the manifests embed the rule file
 # and the dashboard JSON as committed. `make check` proves none drifted (and promtool-checks the rules).
-GENERATORS := stack.serve_config alerts.generate dashboards.generate stack.k8s.generate
+GENERATORS := stack.serve_config alerts.generate dashboards.generate stack.k8s.generate runbooks.scorecard_line
 
 generate: setup
 	@for m in $(GENERATORS); do $(PY) -m $$m || exit 1; done
@@ -90,3 +90,9 @@ chaos: setup
 
 chaos-%: setup
 	@$(PY) -m chaos.run $*
+
+# The alert-quality scorecard against the live stack: a soak (false pages, RSS growth), every chaos
+# experiment, then recall, detection against each alert's bound, and reset per alert:
+# reports/scorecard-<ts>/scorecard.md, .json, .png. SCORECARD=short for the short version (make test's).
+scorecard: setup
+	@SCORECARD=$(SCORECARD) $(PY) -m scorecard.run

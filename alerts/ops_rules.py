@@ -1,4 +1,5 @@
-"""Operational alerts: replicas, autoscaling, queues, scrape targets, memory, the LLM engine, GPUs.
+"""Operational alerts: replicas, autoscaling, queues, scrape targets, memory, the LLM engine, GPUs,
+and the metrics pipeline itself (stale series, slow scrapes, series growth, missing families).
 
 Each expression reads metrics Ray 2.60, vLLM or our exporters really export (a live test checks
 every name). Thresholds come from `alerting:` in the ops config.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from alerts import required_metrics, slo_rules
 from alerts.rule import alert
 from stack.config import OpsConfig
 
 DEP = "application, deployment"
+REPLICA = "application, deployment, replica"
 REPLICA_RSS = 'ray_component_rss_mb{Component=~"ray::ServeReplica.*"}'
 GCS_RPCS = 'ray_grpc_server_req_finished_total{Component="gcs_server"}'
 
@@ -49,9 +52,66 @@ def replica_restarts(step_s: int) -> str:
             f"{seen}\n> on ({by}) ({at_start} + on ({by}) ({rises} or ({highest} * 0)))")
 
 
+def stalled(window: str) -> str:
+    """Live replicas that had requests in flight for most of the window and completed none.
+
+    Most of the window (the median of the in-flight gauge), not all of it: a client that gives up
+    cancels its hung request, and the replica sits at zero until the router sends it the next one.
+    Completed: Serve's request counter, which counts successes only (failures and cancellations go
+    to its error counter), so requests that end as cancelled are no progress; a series born in the
+    window counts by its whole value. Live: the healthy gauge, which Ray drops with the replica (a
+    dead replica's counters stay exported and must not count), now and a window ago: a replica
+    younger than the window has not had the time to complete anything (a cold start's first load).
+    """
+    live = f"max by ({REPLICA}) (ray_serve_deployment_replica_healthy"
+    in_flight = f"quantile_over_time(0.5, ray_serve_replica_processing_queries[{window}])"
+    return (f"max by ({REPLICA}) ({in_flight}) > 0\n"
+            f"and on ({REPLICA})\n{live}) == 1\n"
+            f"and on ({REPLICA})\n{live} offset {window})\n"
+            f"unless on ({REPLICA})\n"
+            f"sum by ({REPLICA}) (\n{rise('ray_serve_deployment_request_counter_total', window)}\n) > 0")
+
+
+def stale_replica_series(most: int) -> str:
+    """Deployments with more than `most` gone replicas whose counters Ray still exports: no healthy
+    gauge (ray-project/ray#65892). Per deployment and over a count, not per replica: Ray 2.60 keeps
+    every gone replica's series for the session, so a per-replica alert would fire after each
+    replacement or scale-down and never resolve."""
+    return (f"count by ({DEP}) (\ngroup by ({REPLICA}) (ray_serve_deployment_replica_starts_total)\n"
+            f"unless on ({REPLICA})\nray_serve_deployment_replica_healthy\n) > {most}")
+
+
+def series_growth(factor: float, floor: int) -> str:
+    """Samples per scrape above the target's own baseline: its highest in the hour before last. Only
+    for a target scraped two hours ago, so a fresh stack's start-up is no baseline."""
+    now = 'scrape_samples_scraped{job="ray"}'
+    baseline = f"max_over_time({now}[1h] offset 1h)"
+    return (f"{now} > {factor:g} * {baseline}\nand\n{now} > {floor} + {baseline}\n"
+            f"and\n{now} offset 2h")
+
+
+def metric_missing(ops: OpsConfig, base: str, others: list[dict[str, Any]]) -> dict[str, Any]:
+    """Critical: a missing family blinds the pages that read it (ServeReplicaStalled, ServeDeploymentFailed,
+    RayGCSUnreachable...) while nothing else says so. Only while every Ray target answers: a target
+    that is down or gone has its own alerts, and would otherwise page once per family. For 3m: a
+    starting stack exports every family within a minute of its first replica."""
+    names, _ = required_metrics.classify(ops, others)
+    return alert("RayMetricMissing", required_metrics.absent_expr(names, 'min(up{job="ray"}) == 1'), "3m",
+                 "critical", "A metric the rules or dashboards need is missing.",
+                 "No Ray target exports {{ $labels.metric }} while every one answers: the alerts and "
+                 "panels that read it see nothing. Renamed upstream, or dropped by a relabel rule.", base)
+
+
 def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
+    rules = _ops_alerts(ops, base)
+    others = slo_rules.recording_rules(ops) + slo_rules.alerting_rules(ops, base) + rules
+    return [*rules, metric_missing(ops, base, others)]
+
+
+def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
     gcs_window = f"{max(30, 4 * ops.observability.scrape_interval_s)}s"
-    a = ops.alerting
+    obs, a = ops.observability, ops.alerting
+    stall = f"{a.stall_window_s}s"
     return [
         alert("ServeReplicaRestarts", replica_restarts(ops.observability.scrape_interval_s),
               "0m", "warning", "Serve replaced replicas of a deployment.",
@@ -70,6 +130,16 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "0m", "critical", "A Serve replica fails its health check.",
               "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} missed "
               "{{ $value }} health checks in 2 minutes.", base),
+        alert("ServeReplicaStalled", stalled(stall), "1m", "critical",
+              "A Serve replica holds requests and completes none.",
+              "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} has had "
+              f"requests in flight (median {{{{ $value }}}}) for {a.stall_window_s}s and completed none, "
+              "while it passes its health check: its handler is stuck. Replace the replica.", base),
+        alert("RayStaleReplicaSeries", stale_replica_series(a.stale_replicas_max), "5m", "warning",
+              "Ray still exports the series of many replicas that are gone.",
+              "{{ $labels.application }}/{{ $labels.deployment }}: Ray exports the counters of {{ $value }} "
+              "gone replicas (no healthy gauge): counts over replicas include them, and the target grows "
+              "with each replacement (ray-project/ray#65892) until the Ray session restarts.", base),
         alert("ServeDeploymentBelowTarget",
               f"max by ({DEP}) (ray_serve_autoscaling_target_replicas)\n"
               f"- on ({DEP})\n(sum by ({DEP}) (ray_serve_deployment_replica_healthy) or "
@@ -99,6 +169,17 @@ def ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "Prometheus has no Ray metrics target at all.",
               "No {{ $labels.job }} target in service discovery: the head is down, or Prometheus "
               "cannot read Ray's service-discovery file.", base),
+        alert("RayScrapeSlow",
+              f'scrape_duration_seconds{{job="ray"}} > {a.scrape_slow_ratio * obs.scrape_timeout_s:g}', "5m",
+              "warning", "Prometheus' scrapes of a Ray target come close to the scrape timeout.",
+              "{{ $labels.instance }} takes {{ $value | humanizeDuration }} per scrape, over "
+              f"{a.scrape_slow_ratio:.0%} of the {obs.scrape_timeout_s:g}s timeout: past it scrapes fail and "
+              "every metric of the target has gaps (ray-project/ray#62088).", base),
+        alert("RayTargetSeriesGrowth", series_growth(a.series_growth_factor, a.series_growth_floor), "10m",
+              "warning", "A Ray target exports far more series than it used to.",
+              "{{ $labels.instance }} exports {{ $value }} samples per scrape, over "
+              f"{a.series_growth_factor:g}x and {a.series_growth_floor} more than its highest in the hour "
+              "before last: label cardinality or stale series are growing, and scrapes slow down.", base),
         # The GCS answers raylets' heartbeats and resource reports all the time; silence means it is
         # stopped, partitioned or gone.
         # A short rate window (four scrapes, at least 30s) so a silent GCS pages within about a minute.

@@ -6,12 +6,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chaos.context import Context
 from chaos.load import Load, SquareWave, objective_s
-from stack.local import rollout, second_node, serve_deploy
+from stack.local import monitoring, rollout, second_node, serve_deploy
 from stack.local.ray_head import local_pid
+from stack.serving import faults
 
 Action = Callable[..., None]
 ACTIONS: dict[str, Action] = {}
@@ -22,14 +24,19 @@ def action(fn: Action) -> Action:
     return fn
 
 
-def replica_pid(ctx: Context) -> int:
-    """The pid of a RUNNING replica of the target, checked to be a Ray worker on this machine."""
+def running_replica(ctx: Context) -> dict[str, Any]:
+    """A RUNNING replica of the target, as Serve's details list it (replica_id, actor_name, pid)."""
     t = ctx.exp.target
     deployment = serve_deploy.details(ctx.ops.listen.dashboard_url)["applications"][t.app]["deployments"]
     running = [r for r in deployment[t.deployment]["replicas"] if r["state"] == "RUNNING"]
     if not running:
         raise RuntimeError(f"{t.app}/{t.deployment} has no RUNNING replica")
-    pid = int(running[0]["pid"])
+    return running[0]
+
+
+def replica_pid(ctx: Context) -> int:
+    """The pid of a RUNNING replica of the target, checked to be a Ray worker on this machine."""
+    pid = int(running_replica(ctx)["pid"])
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
     if b"ray::" not in cmdline and b"default_worker" not in cmdline:
         raise RuntimeError(f"pid {pid} is not a local Ray worker; refusing to signal it")
@@ -124,6 +131,60 @@ def wait_target_killed(ctx: Context, timeout_s: float) -> None:
         raise RuntimeError(f"replica pid {pid} still alive after {timeout_s:g}s")
     ctx.mark("fault")
     ctx.log(f"replica pid {pid} was killed")
+
+
+def fault_file(ctx: Context, app: str) -> Path:
+    """The control file the app's replicas read, from the deployed Serve config: the replicas' own
+    setting, so the chaos engine cannot write where no replica looks."""
+    entry = next((a for a in rollout.read(rollout.DEPLOYED)["applications"] if a["name"] == app), None)
+    setting = (entry or {}).get("args", {}).get("faults")
+    if not setting:
+        raise RuntimeError(f"fault injection is off for app {app!r} in the deployed Serve config; set "
+                           "`fault_injection: true` in the profile of stack/ops.yaml and `make up` again")
+    return faults.control_path(setting["control_file"])
+
+
+@action
+def inject_fault(ctx: Context, kind: str, app: str | None = None, deployment: str | None = None,
+                 one_replica: bool = False, share: float = 1.0, status: int = 503, delay_ms: int = 0) -> None:
+    """Add a fault for the replicas' fault hook: hang, error (a 5xx at a share) or delay. App and
+    deployment default to the target; one_replica picks one RUNNING replica of it (a half-alive replica)."""
+    app = app or ctx.exp.target.app
+    deployment = deployment or (ctx.exp.target.deployment if one_replica else None)
+    replica = running_replica(ctx)["replica_id"] if one_replica else None
+    spec = faults.FaultSpec(id=ctx.exp.name, kind=kind, app=app, deployment=deployment, replica=replica,
+                            share=share, status=status, delay_ms=delay_ms)
+    path = fault_file(ctx, app)
+    faults.write_faults(path, [*faults.read_faults(path), spec])
+    if replica:
+        ctx.fault_replica = replica
+    where = f"{app}/{deployment or '*'}" + (f" replica {replica}" if replica else "")
+    detail = {"error": f" {status} on {share:.0%}", "delay": f" {delay_ms} ms on {share:.0%}"}.get(kind, "")
+    ctx.log(f"injected fault {kind}{detail} into {where}")
+
+
+@action
+def clear_faults(ctx: Context) -> None:
+    """Remove this experiment's faults (only its own) from every app's control file."""
+    paths = {fault_file(ctx, a["name"]) for a in rollout.read(rollout.DEPLOYED)["applications"]
+             if (a.get("args") or {}).get("faults")}
+    for path in paths:
+        kept = [f for f in faults.read_faults(path) if f.id != ctx.exp.name]
+        faults.write_faults(path, kept)
+    ctx.log(f"cleared the faults of {ctx.exp.name}")
+
+
+@action
+def drop_metric(ctx: Context, name: str) -> None:
+    """Prometheus drops one metric of Ray's at scrape time: what a dashboard sees after an upstream rename."""
+    monitoring.drop_metric(ctx.ops, name)
+    ctx.log(f"Prometheus now drops {name} from Ray's targets")
+
+
+@action
+def restore_metrics(ctx: Context) -> None:
+    monitoring.restore_metrics(ctx.ops)
+    ctx.log("Prometheus scrapes every metric of Ray's again")
 
 
 @action

@@ -24,6 +24,8 @@ class Context:
     marks: dict[str, float] = field(default_factory=dict)  # inject, detected, healed, mitigated, recovered
     loads: dict[str, Load] = field(default_factory=dict)  # extra loads started by actions
     log_lines: list[str] = field(default_factory=list)
+    fault_replica: str | None = None  # the Serve replica id a fault was injected into, if one
+    active_before: set[frozenset[tuple[str, str]]] = field(default_factory=set)  # alerts active at inject
 
     def __post_init__(self) -> None:
         self.started = self.clock()

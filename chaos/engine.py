@@ -90,9 +90,14 @@ class Result:
     # Fault -> the first evaluation that saw the alert's condition (Prometheus' activeAt): what of
     # detect_s the symptom took to show in metrics, the rest being `for` and the alert pipeline.
     condition_s: dict[str, float | None] = field(default_factory=dict)
+    # Recovery -> the alert no longer firing in Prometheus; only where the experiment sets reset_within_s.
+    reset_s: dict[str, float | None] = field(default_factory=dict)
+    expected: list[dict[str, Any]] = field(default_factory=list)  # [{alert, labels}], as in the experiment
+    fault_replica: str | None = None  # the Serve replica a fault was injected into, where one was
     recover_s: float | None = None
     sent: int = 0
     failed: int = 0  # an error, no answer, or still unanswered when the load stopped
+    injected: int = 0  # errors the fault hook answered on purpose: the fault itself, not in `failed`
     hung: int = 0  # in flight past the route's latency objective (answered late, or not at all)
     loss_bound: str = ""
     diagnosis: dict[str, str] = field(default_factory=dict)  # step -> what it found (matched or not)
@@ -127,6 +132,15 @@ def matches(alert: dict[str, Any], expected: ExpectedAlert) -> bool:
                                                               for k, v in expected.labels.items())
 
 
+def identity(alert: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    return frozenset(alert["labels"].items())
+
+
+def fresh(alert: dict[str, Any], expected: ExpectedAlert, before: set[frozenset[tuple[str, str]]]) -> bool:
+    """The alert matches, and, for a per-instance expectation, is not an instance active before the fault."""
+    return matches(alert, expected) and not (expected.new_instance and identity(alert) in before)
+
+
 def describe(expected: ExpectedAlert) -> str:
     return expected.alert + (f"{expected.labels}" if expected.labels else "")
 
@@ -143,10 +157,10 @@ def detect(ctx: Context, fx: Effects, result: Result) -> None:
     injected = fault_time(ctx)
     while pending and fx.clock() - injected <= ctx.exp.detect_within_s:
         active = fx.alerts.active(ctx.ops)
-        for expected in [e for e in pending if any(matches(a, e) for a in active)]:
+        for expected in [e for e in pending if any(fresh(a, e, ctx.active_before) for a in active)]:
             result.detect_s[describe(expected)] = round(fx.clock() - injected, 1)
-            since = next((prom.parse_time(a["activeAt"])
-                          for a in fx.alerts.in_prometheus(ctx.ops) if matches(a, expected)), None)
+            since = next((prom.parse_time(a["activeAt"]) for a in fx.alerts.in_prometheus(ctx.ops)
+                          if fresh(a, expected, ctx.active_before)), None)
             result.condition_s[describe(expected)] = None if since is None else round(since - injected, 1)
             ctx.log(f"detected: {describe(expected)} active in Alertmanager after "
                     f"{result.detect_s[describe(expected)]}s")
@@ -213,8 +227,32 @@ def verify(ctx: Context, fx: Effects, result: Result) -> None:
                                + "; ".join(seen))
 
 
+def measure_reset(ctx: Context, fx: Effects, result: Result) -> None:
+    """From recovery until no expected alert fires in Prometheus any more: how long a page outlives its
+    cause. Only where the experiment sets reset_within_s (a burn-rate page takes its short window)."""
+    bound = ctx.exp.reset_within_s
+    recovered = ctx.marks.get("recovered")
+    if bound is None or recovered is None:
+        return
+    pending = [e for e in ctx.exp.expect if result.detect_s.get(describe(e)) is not None]
+    while pending and fx.clock() - recovered <= bound:
+        firing = [a for a in fx.alerts.in_prometheus(ctx.ops) if a.get("state") == "firing"]
+        for expected in [e for e in pending if not any(fresh(a, e, ctx.active_before) for a in firing)]:
+            result.reset_s[describe(expected)] = round(fx.clock() - recovered, 1)
+            ctx.log(f"reset: {describe(expected)} stopped firing {result.reset_s[describe(expected)]}s "
+                    "after recovery")
+            pending.remove(expected)
+        if pending:
+            fx.sleep(POLL_S * 2)
+    for expected in pending:
+        result.reset_s[describe(expected)] = None
+        result.problems.append(f"{describe(expected)} still firing {bound:g}s after recovery")
+    ctx.mark("reset")
+
+
 def judge_loss(exp: Experiment, load: Load, result: Result, now: float) -> None:
     result.sent, result.failed = load.totals()
+    result.injected = load.injected()
     result.hung = load.hung(now)
     result.loss_bound = exp.loss.describe()
     if not exp.loss.allows(result.failed, result.sent):
@@ -224,8 +262,11 @@ def judge_loss(exp: Experiment, load: Load, result: Result, now: float) -> None:
 
 
 def already_firing(ctx: Context, fx: Effects) -> list[str]:
+    """Expected alerts already active, which would hide the detection. A per-instance expectation is
+    not held back: a new instance is told apart from the old ones."""
     active = fx.alerts.active(ctx.ops)
-    return [describe(e) for e in ctx.exp.expect if any(matches(a, e) for a in active)]
+    return [describe(e) for e in ctx.exp.expect
+            if not e.new_instance and any(matches(a, e) for a in active)]
 
 
 def wait_resolved(ctx: Context, fx: Effects, timeout_s: float = RESOLVE_WAIT_S) -> list[str]:
@@ -246,6 +287,7 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) 
     load = fx.load(exp, ops)
     ctx = Context(ops, exp, mode, fx.baseline(), load, clock=fx.clock)
     result = Result(exp.name, mode)
+    result.expected = [e.model_dump(exclude={"new_instance"}) for e in exp.expect]
     ctx.log(f"experiment {exp.name} ({mode}): {exp.title}")
     try:
         run_steps(ctx, fx, exp.setup)
@@ -257,6 +299,7 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) 
             result.problems.append("steady state not met: " + "; ".join(seen) if not ok else
                                    f"already firing before the fault, so detection cannot be shown: {firing}")
             return result, ctx
+        ctx.active_before = {identity(a) for a in fx.alerts.active(ctx.ops)}
         ctx.mark("inject")
         run_steps(ctx, fx, exp.inject)
         detect(ctx, fx, result)
@@ -265,6 +308,7 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) 
         ctx.mark("healed")
         mitigate(ctx, fx, result)
         verify(ctx, fx, result)
+        measure_reset(ctx, fx, result)
     except Exception as err:  # a broken step is a failed experiment, and the rollbacks still run
         result.problems.append(f"{type(err).__name__}: {err}")
         ctx.log(f"error: {type(err).__name__}: {err}")
@@ -280,6 +324,8 @@ def run(exp: Experiment, ops: OpsConfig, mode: Mode, fx: Effects | None = None) 
                 ctx.log(f"rollback {step.name} failed: {err}")
         judge_loss(exp, load, result, fx.clock())
         result.marks = dict(ctx.marks)
+        result.expected = [e.model_dump(exclude={"new_instance"}) for e in exp.expect]
+        result.fault_replica = ctx.fault_replica
         result.log = ctx.log_lines
         result.passed = not result.problems
     return result, ctx

@@ -71,6 +71,9 @@ class LossBound(_Strict):
 class ExpectedAlert(_Strict):
     alert: str
     labels: dict[str, str] = {}
+    # Per-instance alerts (e.g. one per replica): only an instance that was not active before the fault
+    # counts, and instances already active do not hold the experiment back.
+    new_instance: bool = False
 
 
 class RunbookPlan(_Strict):
@@ -109,6 +112,9 @@ class Experiment(_Strict):
     heal: list[Step] = []  # the fault ends (e.g. the network comes back): outside the operator's hands
     verify: list[Step]
     recover_within_s: float = 300  # fault to steady state again; a later recovery fails the run
+    # Where set: after recovery, wait for every expected alert to stop firing in Prometheus, and fail
+    # past this bound (the reset time: how long a page outlives its cause).
+    reset_within_s: float | None = None
     rollbacks: list[Step] = []
     with_second_node: SecondNodeVariant | None = None
 
@@ -145,8 +151,8 @@ def parse(path: Path) -> Experiment:
 
 # The order of `make chaos`: cheap and harmless first; the memory surge, which may take other
 # replicas (and their restart alerts) with it, last.
-RUN_ORDER = ("rolling-update", "bad-rollout", "replica-crash", "hung-replica", "oscillation",
-             "head-partition", "oom")
+RUN_ORDER = ("rolling-update", "bad-rollout", "replica-crash", "hung-replica", "half-alive",
+             "half-alive-unwatched", "metric-missing", "slo-burn", "oscillation", "head-partition", "oom")
 
 
 def names() -> list[str]:

@@ -18,16 +18,25 @@ import httpx
 
 from stack.config import OpsConfig
 
+# The error type of an answer the replicas' fault hook (stack/serving/faults.py) injected.
+INJECTED_MARK = b'"fault_injected"'
+
 
 @dataclass(frozen=True)
 class Outcome:
     start: float  # wall time
     seconds: float
     status: int  # 0: no HTTP answer (timeout, refused)
+    injected: bool = False  # an error the fault hook answered on purpose (type fault_injected)
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def lost(self) -> bool:
+        """Failed for a reason other than the experiment's own injected error."""
+        return not self.ok and not self.injected
 
     @property
     def end(self) -> float:
@@ -78,13 +87,16 @@ class Load:
         with self._lock:
             rid = next(self._ids)
             self._in_flight[rid] = start
+        injected = False
         try:
-            status = client.post(self.url, json=self.body, headers=self.headers).status_code
+            r = client.post(self.url, json=self.body, headers=self.headers)
+            status = r.status_code
+            injected = status >= 500 and INJECTED_MARK in r.content
         except httpx.HTTPError:
             status = 0
         with self._lock:
             del self._in_flight[rid]
-            self.outcomes.append(Outcome(start, time.perf_counter() - t0, status))
+            self.outcomes.append(Outcome(start, time.perf_counter() - t0, status, injected))
 
     def between(self, t0: float, t1: float) -> list[Outcome]:
         with self._lock:
@@ -100,10 +112,15 @@ class Load:
         return sum(age > self.objective_s for age in self.in_flight(now))
 
     def totals(self) -> tuple[int, int]:
-        """Sent and failed; a request still unanswered counts as sent and failed."""
+        """Sent and failed; a request still unanswered counts as sent and failed. An error the fault
+        hook injected on purpose is the fault itself, not its cost: counted by injected()."""
         with self._lock:
             pending = len(self._in_flight)
-            return len(self.outcomes) + pending, sum(not o.ok for o in self.outcomes) + pending
+            return len(self.outcomes) + pending, sum(o.lost for o in self.outcomes) + pending
+
+    def injected(self) -> int:
+        with self._lock:
+            return sum(o.injected for o in self.outcomes)
 
     def hung(self, now: float) -> int:
         """Requests that were in flight past the objective at some point: answered late, or not yet."""

@@ -49,6 +49,34 @@ def target_healthy(ctx: Context) -> tuple[bool, str]:
 
 
 @probe
+def fault_replica_replaced(ctx: Context) -> tuple[bool, str]:
+    """The replica the fault went into is gone: a half-alive replica passes every health check, so
+    target_healthy alone would call it recovered."""
+    if ctx.fault_replica is None:
+        return False, "no replica was faulted"
+    t = ctx.exp.target
+    try:
+        deployment = serve_deploy.details(ctx.ops.listen.dashboard_url)["applications"][t.app]["deployments"]
+    except Exception as err:
+        return False, f"Serve details unavailable: {type(err).__name__}"
+    states = {r["replica_id"]: r["state"] for r in deployment[t.deployment]["replicas"]}
+    state = states.get(ctx.fault_replica)
+    return state is None, (f"replica {ctx.fault_replica} gone" if state is None
+                           else f"replica {ctx.fault_replica} still {state}")
+
+
+@probe
+def metric_present(ctx: Context, name: str) -> tuple[bool, str]:
+    """Prometheus has fresh samples of the metric again."""
+    try:
+        result = prom.api(ctx.ops, "/api/v1/query", query=f"count({{__name__={name!r}}})")["result"]
+    except Exception as err:
+        return False, f"Prometheus unavailable: {type(err).__name__}"
+    count = int(float(result[0]["value"][1])) if result else 0
+    return count > 0, f"{count} series of {name}"
+
+
+@probe
 def route_ok(ctx: Context) -> tuple[bool, str]:
     load = ctx.exp.load
     try:

@@ -55,7 +55,10 @@ def timeline(ctx: Context, result: Result, path: Path) -> Path:
     fig, (rps, lat, flight, reps, alerts) = plt.subplots(5, 1, figsize=(11, 13), sharex=True)
     fig.suptitle(f"chaos {result.experiment}: {ctx.exp.title}")
     rps.plot(xs, [sum(o.ok for o in buckets.get(x, [])) / WINDOW_S for x in xs], label="ok/s")
-    rps.plot(xs, [sum(not o.ok for o in buckets.get(x, [])) / WINDOW_S for x in xs], color="red",
+    injected = [sum(o.injected for o in buckets.get(x, [])) / WINDOW_S for x in xs]
+    if any(injected):  # errors the fault hook answered on purpose: the fault, not its cost
+        rps.plot(xs, injected, color="orange", label="injected errors/s")
+    rps.plot(xs, [sum(o.lost for o in buckets.get(x, [])) / WINDOW_S for x in xs], color="red",
              label="failed/s")
     rps.set_ylabel("answered/s")
     nan = float("nan")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stack import ROOT
 from stack.serving.settings import ApiLimits, Tenants  # what the Serve config passes replicas
@@ -88,6 +88,18 @@ class DeploymentOptions(_Strict):
     torch_threads: int | None = None
     # @serve.multiplexed cache size; an LRU model is evicted past it.
     max_num_models_per_replica: int | None = None
+    # Handler watchdog (stack/serving/watchdog.py): the age of the oldest in-flight request past which the
+    # replica's health check fails. Reaches the replica as user_config, so a rollout changes it live.
+    watchdog_s: float | None = None
+
+    @field_validator("watchdog_s")
+    @classmethod
+    def _watchdog_positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(
+                f"watchdog_s must be > 0 (got {value:g}): it is how long one request may run before the "
+                "replica's health check fails and Serve replaces it; leave it out to turn the watchdog off")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentOptions:
@@ -114,12 +126,15 @@ class DeploymentOptions(_Strict):
             cfg.update(self.batching.model_dump())
         if self.torch_threads:
             cfg["torch_threads"] = self.torch_threads
+        if self.watchdog_s is not None:
+            cfg["watchdog_s"] = self.watchdog_s
         return cfg or None
 
     def to_serve(self) -> dict[str, Any]:
         """Options for Serve: a deployment_config, or an entry of a Serve config's deployments list."""
-        out = self.model_dump(exclude_none=True,
-                              exclude={"batching", "torch_threads", "max_num_models_per_replica"})
+        # What reaches the replica as user_config or app args, not as a Serve option.
+        own = {"batching", "torch_threads", "max_num_models_per_replica", "watchdog_s"}
+        out = self.model_dump(exclude_none=True, exclude=own)
         user_config = self.user_config()
         if user_config:
             out["user_config"] = user_config
@@ -160,9 +175,23 @@ class LLMApp(_Strict):
             raise ValueError(f"llm.models needs at least one model and unique model_ids, got {ids}")
         return self
 
+    @model_validator(mode="after")
+    def _no_watchdog(self) -> LLMApp:
+        # ray.serve.llm's deployments have no watchdog: user_config {"watchdog_s"} would reach code that
+        # does not know it.
+        watched = [name for name, opts in [("ingress", self.ingress),
+                                           *((m.model_id, m.deployment) for m in self.models)]
+                   if opts.watchdog_s is not None]
+        if watched:
+            raise ValueError(f"watchdog_s is for the model apps' deployments only; ray.serve.llm's have no "
+                             f"watchdog (set on llm {watched})")
+        return self
+
 
 class Profile(_Strict):
     cluster: Cluster
+    # The fault hook (stack/serving/faults.py) in the model apps, for chaos. Off: not installed at all.
+    fault_injection: bool = False
     llm: LLMApp
     # Application name -> deployment name -> options, for the non-LLM apps.
     apps: dict[str, dict[str, DeploymentOptions]]
@@ -173,10 +202,20 @@ class Profile(_Strict):
 
 class Observability(_Strict):
     scrape_interval_s: int = Field(gt=0)
+    # How long Prometheus waits for one scrape; RayScrapeSlow fires near it.
+    scrape_timeout_s: float = Field(gt=0)
     evaluation_interval_s: int = Field(gt=0)
     tracing_sampling_ratio: float = Field(ge=0, le=1)
     otlp_endpoint: str | None = None
     runbook_url_base: str
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Observability:
+        # Prometheus refuses a scrape_timeout longer than the scrape_interval.
+        if self.scrape_timeout_s > self.scrape_interval_s:
+            raise ValueError(f"scrape_timeout_s ({self.scrape_timeout_s:g}) must not exceed "
+                             f"scrape_interval_s ({self.scrape_interval_s})")
+        return self
 
 
 class Alerting(_Strict):
@@ -189,6 +228,14 @@ class Alerting(_Strict):
     llm_ttft_slow_ratio: float = Field(gt=0, lt=1)
     kv_cache_usage_ratio: float = Field(gt=0, le=1)
     gpu_memory_ratio: float = Field(gt=0, le=1)
+    # ServeReplicaStalled: requests in flight and none completed for this long.
+    stall_window_s: int = Field(gt=0)
+    stale_replicas_max: int = Field(ge=0)
+    # RayScrapeSlow: a Ray scrape takes more than this share of observability.scrape_timeout_s.
+    scrape_slow_ratio: float = Field(gt=0, lt=1)
+    # RayTargetSeriesGrowth: samples per scrape above factor x and floor + the target's baseline.
+    series_growth_factor: float = Field(gt=1)
+    series_growth_floor: int = Field(gt=0)
 
 
 class Slo(_Strict):

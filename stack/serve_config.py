@@ -20,6 +20,7 @@ from stack.artifacts import SERVE_DIR
 from stack.config import OpsConfig, Profile, load
 from stack.profile import PROFILES
 from stack.serving import proxy_guard
+from stack.serving.faults import DEFAULT_CONTROL_FILE
 from stack.serving.observability.tracing import OTLP_ENDPOINT_ENV
 
 LLM_APP = "llm"
@@ -56,6 +57,9 @@ def model_application(name: str, profile: Profile) -> dict[str, Any]:
     for opts in deployments.values():
         if opts.max_num_models_per_replica:
             args["max_num_models_per_replica"] = opts.max_num_models_per_replica
+    if profile.fault_injection:
+        # Only where the profile asks: without the arg the app installs no hook at all.
+        args["faults"] = {"control_file": DEFAULT_CONTROL_FILE}
     return {
         "name": name,
         "route_prefix": route_prefix,

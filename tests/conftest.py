@@ -6,6 +6,7 @@ A stack that is already serving (a developer's `make up`) is reused and left run
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,12 +18,14 @@ from stack.profile import select
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the clean-load checks first, before any test injects a fault or a 5xx, then the chaos
-    experiments: they kill, stop and redeploy replicas (sort is stable, so their order holds). The
-    bench goes last: it restarts the stack to switch instrumentation off and on."""
-    phases = {"test_clean_load": 0, "live.test_chaos": 2, "live.test_bench": 3}
+    """Run the clean-load checks and the scorecard's soak first, before any test injects a fault or a
+    5xx, then the chaos experiments: they kill, stop and redeploy replicas (sort is stable, so their
+    order holds); then the scorecard from the soak and the chaos reports. The bench goes last: it
+    restarts the stack to switch instrumentation off and on."""
+    phases = {"test_clean_load": 0, "live.test_scorecard_soak": 0, "live.test_chaos": 2,
+              "live.test_scorecard": 2.5, "live.test_bench": 3}
 
-    def phase(item: pytest.Item) -> int:
+    def phase(item: pytest.Item) -> float:
         name = item.module.__name__
         return next((p for suffix, p in phases.items() if name.endswith(suffix)), 1)
 
@@ -32,6 +35,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def ops() -> OpsConfig:
     return load()
+
+
+@pytest.fixture(scope="session")
+def session_reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reports the scorecard reads after other tests wrote them: the soak's, then the chaos runs'."""
+    return tmp_path_factory.mktemp("reports")
 
 
 @pytest.fixture(scope="session")

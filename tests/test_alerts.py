@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from alerts import generate
+from alerts import generate, required_metrics
 from alerts.rule import SEVERITIES
+from dashboards.spec import EVENT_ONLY_METRICS
 from stack import ROOT
 from stack.artifacts import RULES_FILE
 from stack.config import OPS_PATH, load, parse
@@ -54,6 +56,7 @@ NOT_SELECTORS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)
 # A metric name not followed by "(" (a function), with its matchers.
 SELECTOR = re.compile(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])\s*(\{[^}]*\})?(?!\s*\()")
 KEYWORDS = {"and", "or", "unless", "bool", "inf", "nan"}
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 VALUE = re.compile(rf"(?P<a>[-+]?{NUMBER})(?:(?P<op>[-+])(?P<b>{NUMBER}))?(?:x(?P<n>\d+))?")
 
@@ -94,6 +97,9 @@ def seconds(duration: str | int) -> float:
 
 
 def selectors(expr: str) -> list[Selector]:
+    # A string outside a selector's braces is a function's argument (label_replace's), not a name.
+    parts = re.split(r"(\{[^}]*\})", expr)
+    expr = "".join(p if p.startswith("{") else STRING.sub('""', p) for p in parts)
     found = SELECTOR.findall(NOT_SELECTORS.sub(" ", expr))
     return [Selector(name, tuple(MATCHER.findall(braces))) for name, braces in found if name not in KEYWORDS]
 
@@ -274,3 +280,97 @@ def test_objective_off_the_buckets_is_rejected(tmp_path) -> None:
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValidationError, match="not in latency_buckets_ms"):
         parse(path)
+
+
+# --- The metrics-pipeline alerts ----------------------------------------------------------------------
+
+def alert_rule(name: str) -> dict:
+    return next(r for r in all_alerts() if r["alert"] == name)
+
+
+def test_metric_missing_guards_every_always_exported_family_and_says_why_of_the_rest() -> None:
+    ops = load()
+    others = [r for g in generate.groups(ops) for r in g["rules"] if r.get("alert") != "RayMetricMissing"]
+    required, excluded = required_metrics.classify(ops, others)
+    used = required_metrics.used_metrics(ops, others)
+    assert set(required) | set(excluded) == set(used) and not set(required) & set(excluded)
+    assert all(excluded.values())
+    # What the replica alerts read is guarded; what only an event, traffic or Prometheus makes is not.
+    assert {"ray_serve_deployment_replica_healthy", "ray_serve_replica_processing_queries",
+            "ray_serve_deployment_replica_starts_total", "ray_serve_deployment_status",
+            "ray_grpc_server_req_finished_total"} <= set(required)
+    assert not set(required) & (set(EVENT_ONLY_METRICS) | set(required_metrics.PROMETHEUS_SERIES))
+    assert not [n for n in required if n.startswith(("ray_vllm_", "ray_serveops_", "serveops:"))]
+    # Every exclusion pattern still excludes something a rule or a dashboard reads.
+    dead = [p for p in required_metrics.TRAFFIC_CREATED if not any(re.fullmatch(p, n) for n in used)]
+    assert dead == []
+    expr = alert_rule("RayMetricMissing")["expr"]
+    assert re.findall(r"absent\((\w+)\)", expr) == required == required_metrics.required_metrics(ops)
+    assert all(f'"metric", "{n}"' in expr for n in required)
+
+
+def test_a_renamed_metric_lands_in_the_guarded_list() -> None:
+    """The list is read from the expressions: a rule that moves to a new name guards the new name."""
+    ops = load()
+    others = [r for g in generate.groups(ops) for r in g["rules"] if r.get("alert") != "RayMetricMissing"]
+    renamed = [dict(r, expr=r["expr"].replace("ray_serve_deployment_status", "ray_serve_deployment_state"))
+               for r in others]
+    required, _ = required_metrics.classify(ops, renamed)
+    assert "ray_serve_deployment_state" in required and "ray_serve_deployment_status" not in required
+
+
+def test_metric_names_reads_selectors_not_labels_functions_or_strings() -> None:
+    expr = ('label_replace(absent(a_total), "metric", "b_total", "", "") and on () min(up{job="ray"}) == 1\n'
+            'or sum by (le, route) (rate(c_bucket{route=~"$x"}[$__rate_interval] offset 1h)) > 0.95 * 1e9\n'
+            'or serveops:slo_errors:ratio_rate1h{slo="chat"} unless ignoring (x) d')
+    assert required_metrics.metric_names(expr) == {"a_total", "up", "c_bucket", "d",
+                                                   "serveops:slo_errors:ratio_rate1h"}
+
+
+# Break a copy of each new rule; promtool must then fail its cases in ops.test.yaml. The copy holds that
+# rule alone and the cases of its alert (none of these rules reads a recording rule): fast.
+BREAKS = [
+    ("ServeReplicaStalled", "\n) > 0", "\n) > 1000"),  # completions no longer count: busy fires
+    ("ServeReplicaStalled", "and on (application, deployment, replica)\nmax by (application, deployment, "
+     "replica) (ray_serve_deployment_replica_healthy offset 120s)\n", ""),  # the young replica fires
+    ("ServeReplicaStalled", "and on (application, deployment, replica)\nmax by (application, deployment, "
+     "replica) (ray_serve_deployment_replica_healthy) == 1\n", ""),  # the dead replica fires
+    ("RayStaleReplicaSeries", "unless on", "and on"),
+    ("RayScrapeSlow", "> 4", "> 3.8"),
+    ("RayTargetSeriesGrowth", "\nand\nscrape_samples_scraped{job=\"ray\"} offset 2h", ""),  # the young target
+    ("RayTargetSeriesGrowth", "> 2 *", "> 1.5 *"),
+    ("RayMetricMissing", "\nand on ()\nmin(up{job=\"ray\"}) == 1", ""),  # pages beside a target that is down
+    ("RayMetricMissing", '  label_replace(absent(ray_serve_deployment_replica_healthy), "metric", '
+     '"ray_serve_deployment_replica_healthy", "", "")\nor\n', ""),
+]
+PIPELINE_ALERTS = sorted({b[0] for b in BREAKS})
+
+
+def promtool_alone(tmp_path: Path, name: str, old: str = "", new: str = "") -> subprocess.CompletedProcess:
+    rule = dict(alert_rule(name))
+    assert old in rule["expr"], f"{name}: the break no longer applies"
+    rule["expr"] = rule["expr"].replace(old, new)
+    (tmp_path / RULES_FILE.name).write_text(yaml.safe_dump({"groups": [{"name": "one", "rules": [rule]}]}))
+    doc = yaml.safe_load((generate.TESTS_DIR / "ops.test.yaml").read_text())
+    cases = []
+    for group in doc["tests"]:
+        checks = [c for c in group.get("alert_rule_test", []) if c["alertname"] == name]
+        if checks:
+            cases.append({**group, "alert_rule_test": checks})
+    assert len(cases) >= 2, name
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "ops.test.yaml").write_text(yaml.safe_dump({**doc, "tests": cases}))
+    return subprocess.run(["promtool", "test", "rules", "tests/ops.test.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", PIPELINE_ALERTS)
+def test_the_pipeline_rules_pass_their_cases_alone(tmp_path: Path, name: str) -> None:
+    out = promtool_alone(tmp_path, name)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("name", "old", "new"), BREAKS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BREAKS)])
+def test_promtool_fails_a_broken_copy_of_a_rule(tmp_path: Path, name: str, old: str, new: str) -> None:
+    out = promtool_alone(tmp_path, name, old, new)
+    assert out.returncode != 0 and f"alertname: {name}," in out.stdout + out.stderr, out.stdout

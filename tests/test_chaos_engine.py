@@ -88,7 +88,8 @@ class FakeStack:
                  rollback_error: str | None = None, firing_before: float | None = None,
                  outputs: dict[str, str] | None = None, mitigation_exit: int = 0,
                  load: tuple[int, int, int] = (40, 1, 0), mitigation_s: float = 0.0,
-                 evidence_at: float | None = None) -> None:
+                 evidence_at: float | None = None, resolve_after_heal_s: float | None = None,
+                 replicas: tuple[str, ...] = ()) -> None:
         self.clock = Clock()
         self.events: list[str] = []
         self.calls: dict[str, dict[str, Any]] = {}  # action -> its last arguments
@@ -104,6 +105,10 @@ class FakeStack:
         self.fault_at: float | None = None
         # [since, until) windows of the expected alert; one already firing before the fault, if asked
         self.firing: list[tuple[float, float]] = [] if firing_before is None else [(T0 - 600, firing_before)]
+        # The alert stops firing this long after the heal (a burn-rate page's short window); None: never.
+        self.resolve_after_heal_s = resolve_after_heal_s
+        # Per-replica alerts: (old, new) replica labels; the old instance fires from before the fault.
+        self.replicas = replicas
 
     # actions
     def act(self, name: str) -> actions.Action:
@@ -125,6 +130,11 @@ class FakeStack:
         self.fault_at = self.clock()
         if self.detect_after_s is not None:
             self.firing.append((self.fault_at + self.detect_after_s, math.inf))
+
+    def on_heal(self, ctx: Context) -> None:
+        if self.resolve_after_heal_s is not None:
+            end = self.clock() + self.resolve_after_heal_s
+            self.firing = [(since, min(until, end)) for since, until in self.firing]
 
     def on_restore(self, ctx: Context) -> None:
         if self.rollback_error:
@@ -151,8 +161,13 @@ class FakeStack:
         # Another deployment's restarts fire throughout: only the expected labels may count.
         noise = {"labels": {"alertname": "ServeReplicaRestarts", "application": "embed",
                             "deployment": "Other"}, "activeAt": stamp(T0 - 900)}
-        return [noise] + [{"labels": {"alertname": "ServeReplicaRestarts", **LABELS},
-                           "activeAt": stamp(since - CONDITION_LEAD_S)}
+        if self.replicas:  # an old replica's instance fires throughout; the fault's is a new one
+            old = self.replicas[0]
+            noise = {"labels": {"alertname": "ServeReplicaRestarts", **LABELS, "replica": old},
+                     "activeAt": stamp(T0 - 900), "state": "firing"}
+        extra = {"replica": self.replicas[1]} if self.replicas else {}
+        return [noise] + [{"labels": {"alertname": "ServeReplicaRestarts", **LABELS, **extra},
+                           "activeAt": stamp(since - CONDITION_LEAD_S), "state": "firing"}
                           for since, until in self.firing if since <= self.clock() < until]
 
     # runbook
@@ -425,3 +440,56 @@ def test_the_report_shows_gaps_and_requests_in_flight(ops: OpsConfig, tmp_path) 
     summary = (out / "summary.md").read_text()
     assert "bound <= 5.0%" in summary and "| hung past the objective | 19 (in flight over 1s) |" in summary
     assert (out / "timeline.png").stat().st_size > 10_000
+
+
+def test_reset_time_runs_from_recovery_until_the_alert_stops_firing(ops: OpsConfig) -> None:
+    stack = FakeStack(resolve_after_heal_s=50)  # healed at 18: firing until 68; recovered at 31
+    result = run(ops, stack, reset_within_s=60)
+    assert result.passed, result.problems
+    assert result.reset_s == {ALERT: 38.0}  # seen on the 2s poll after 68
+    assert result.marks["reset"] - T0 == 69
+
+
+def test_rule_a_page_that_outlives_its_reset_bound_fails(ops: OpsConfig) -> None:
+    result = run(ops, FakeStack(resolve_after_heal_s=50), reset_within_s=20)
+    assert result.reset_s == {ALERT: None}
+    assert result.problems == [f"{ALERT} still firing 20s after recovery"]
+    never = run(ops, FakeStack(), reset_within_s=20)  # the fake alert never resolves
+    assert never.problems == [f"{ALERT} still firing 20s after recovery"]
+
+
+def test_no_reset_is_measured_unless_the_experiment_bounds_it(ops: OpsConfig) -> None:
+    result = run(ops, FakeStack())
+    assert result.passed and result.reset_s == {} and "reset" not in result.marks
+
+
+def test_a_new_instance_counts_and_an_old_one_neither_blocks_nor_passes(ops: OpsConfig) -> None:
+    expect = [{"alert": "ServeReplicaRestarts", "labels": LABELS, "new_instance": True}]
+    # An old replica's instance fires throughout; the fault's replica fires 12s after the fault.
+    result = run(ops, FakeStack(replicas=("old", "new")), expect=expect)
+    assert result.passed, result.problems
+    assert result.detect_s == {ALERT: 12.0} and result.marks["inject"] == T0  # nothing waited out
+    assert result.expected == [{"alert": "ServeReplicaRestarts", "labels": LABELS}]
+    # The fault's instance never fires: the old one, still active, must not pass for it.
+    silent = run(ops, FakeStack(replicas=("old", "new"), detect_after_s=None), expect=expect)
+    assert silent.problems == [f"{ALERT} did not fire within 90s"]
+    # Without new_instance the old instance is an alert already firing: waited out, then refused.
+    blocked = run(ops, FakeStack(replicas=("old", "new")))
+    assert blocked.problems[0].startswith("already firing before the fault")
+
+
+def test_injected_errors_are_the_fault_not_its_cost(ops: OpsConfig) -> None:
+    stack = FakeStack(load=(40, 0, 0))
+    fx = stack.effects()
+
+    def with_injected(exp: Experiment, ops: OpsConfig) -> FakeLoad:
+        load = FakeLoad(stack.events, "main", 40, 0)
+        load.outcomes = load.outcomes[:30] + [Outcome(T0, 0.1, 503, injected=True)] * 9 + [
+            Outcome(T0, 0.1, 503)]
+        return load
+
+    fx.load = with_injected
+    exp = Experiment.model_validate({**EXPERIMENT, "loss": {"max_failed": 0}})
+    result, _ = engine.run(exp, ops, "short", fx)
+    assert (result.sent, result.failed, result.injected) == (40, 1, 9)
+    assert result.problems == ["1 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 0"]

@@ -17,7 +17,8 @@ ALERTS = {r["alert"] for g in yaml.safe_load(open("alerts/serveops.rules.yaml"))
 
 def test_the_issue_s_experiments_exist() -> None:
     assert set(EXPERIMENTS) == {"oom", "head-partition", "oscillation", "replica-crash", "hung-replica",
-                                "bad-rollout", "rolling-update"}
+                                "bad-rollout", "rolling-update",  # issue 15
+                                "half-alive", "half-alive-unwatched", "slo-burn", "metric-missing"}  # 16
 
 
 VARIANTS = [(n, False) for n in EXPERIMENTS] + [("head-partition", True)]  # (experiment, second node up)
@@ -49,7 +50,10 @@ def test_experiment_names_real_things(name: str, second_node: bool) -> None:
 # The loss goals of issue 15: failed over sent on the experiment's load route.
 LOSS_GOALS = {"replica-crash": ("/embed", 0.01), "oom": ("/embed", 0.01), "bad-rollout": (None, 0),
               "oscillation": (None, 0), "head-partition": (None, 0), "rolling-update": (None, 0),
-              "hung-replica": ("/classify", 0.02)}
+              "hung-replica": ("/classify", 0.02),
+              # issue 16: counts, since the hung replica holds a handful of requests whatever the rate
+              "half-alive": (None, 5), "half-alive-unwatched": (None, 20), "slo-burn": (None, 0),
+              "metric-missing": (None, 0)}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

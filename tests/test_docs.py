@@ -18,7 +18,7 @@ from stack import ROOT
 README_MAX_LINES = 200
 # Folders that must say what lives there.
 FOLDERS = ("stack", "stack/serving", "stack/local", "stack/tools", "stack/k8s", "alerts", "dashboards",
-           "runbooks", "chaos", "loadtests", "tests", "docs")
+           "runbooks", "chaos", "loadtests", "scorecard", "tests", "docs")
 SKIP_DIRS = {".git", ".venv", ".models", ".run", "reports", "node_modules", "__pycache__"}
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", flags=re.M | re.S)

@@ -17,7 +17,7 @@ import pytest
 
 from stack import ROOT
 
-TOPS = ("stack", "alerts", "dashboards", "runbooks", "chaos", "loadtests")
+TOPS = ("stack", "alerts", "dashboards", "runbooks", "chaos", "loadtests", "scorecard")
 Edges = dict[str, dict[str, str]]  # package -> imported package -> one file that imports it
 
 

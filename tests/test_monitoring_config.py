@@ -1,10 +1,13 @@
-"""The generated Prometheus and Alertmanager configs pass their own tools' checks."""
+"""The generated Prometheus and Alertmanager configs pass their own tools' checks, and the chaos hook
+that drops a metric family renders and reverts (no Prometheus needed)."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import httpx
+import pytest
 import yaml
 
 from stack.config import load
@@ -57,3 +60,79 @@ def test_the_head_is_scraped_on_loopback_and_a_second_node_where_it_is() -> None
 
     assert relabel("192.0.2.2:8080") == "127.0.0.1:8080"
     assert relabel("10.77.0.2:8080") == "10.77.0.2:8080"
+
+
+def test_the_scrape_timeout_is_the_ops_configs() -> None:
+    ops = load()
+    config = monitoring.prometheus_config(ops)
+    assert config["global"]["scrape_timeout"] == f"{ops.observability.scrape_timeout_s:g}s"
+    assert monitoring.duration(2.5) == "2500ms" and monitoring.duration(10.0) == "10s"
+
+
+def test_a_scrape_timeout_past_the_interval_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from stack.config import Observability
+
+    with pytest.raises(ValidationError, match="must not exceed scrape_interval_s"):
+        Observability(scrape_interval_s=5, scrape_timeout_s=6, evaluation_interval_s=5,
+                      tracing_sampling_ratio=1, runbook_url_base="runbooks")
+
+
+def test_no_metric_is_dropped_unless_asked() -> None:
+    for job in monitoring.prometheus_config(load())["scrape_configs"]:
+        assert "metric_relabel_configs" not in job
+
+
+def test_a_dropped_metric_is_dropped_on_the_ray_job_alone(tmp_path: Path) -> None:
+    config = monitoring.prometheus_config(load(), ("ray_serve_deployment_status", "ray_node_mem_used"))
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    both = "ray_node_mem_used|ray_serve_deployment_status"
+    assert jobs["ray"]["metric_relabel_configs"] == [{"source_labels": ["__name__"], "action": "drop",
+                                                      "regex": both}]
+    assert all("metric_relabel_configs" not in j for name, j in jobs.items() if name != "ray")
+    assert monitoring.dropped_metrics(config) == ("ray_node_mem_used", "ray_serve_deployment_status")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    out = check(["promtool", "check", "config"], path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", ["", "ray_x|up", "ray_.*", "9lives", "a b"])
+def test_only_a_metric_name_can_be_dropped(name: str) -> None:
+    with pytest.raises(ValueError, match="not a metric name"):
+        monitoring.prometheus_config(load(), (name,))
+
+
+def test_drops_add_up_and_restore_takes_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """drop_metric and restore_metrics rewrite the local config and reload; no Prometheus here."""
+    monkeypatch.setattr(monitoring, "PROM_DIR", tmp_path)
+    monkeypatch.setattr(monitoring, "PROM_CONFIG", tmp_path / "prometheus.yml")
+    reloads: list[str] = []
+
+    def post(url: str, timeout: float) -> httpx.Response:
+        reloads.append(url)
+        return httpx.Response(200, request=httpx.Request("POST", url))
+
+    monkeypatch.setattr(monitoring.httpx, "post", post)
+    ops = load()
+    monitoring.write_prometheus_config(ops)  # what `make up` wrote
+    assert monitoring.drop_metric(ops, "ray_serve_deployment_status") == ("ray_serve_deployment_status",)
+    both = ("ray_node_mem_used", "ray_serve_deployment_status")
+    assert monitoring.drop_metric(ops, "ray_node_mem_used") == both
+    written = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert monitoring.dropped_metrics(written) == ("ray_node_mem_used", "ray_serve_deployment_status")
+    monitoring.restore_metrics(ops)
+    restored = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert restored == monitoring.prometheus_config(ops) and monitoring.dropped_metrics(restored) == ()
+    assert reloads == [f"{ops.listen.url(ops.listen.prometheus_port)}/-/reload"] * 3
+    assert list(tmp_path.iterdir()) == [tmp_path / "prometheus.yml"]  # no temporary file left
+
+
+def test_a_refused_reload_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(monitoring, "PROM_DIR", tmp_path)
+    monkeypatch.setattr(monitoring, "PROM_CONFIG", tmp_path / "prometheus.yml")
+    monkeypatch.setattr(monitoring.httpx, "post", lambda url, timeout: httpx.Response(
+        500, text="error loading config", request=httpx.Request("POST", url)))
+    with pytest.raises(httpx.HTTPStatusError):
+        monitoring.drop_metric(load(), "ray_serve_deployment_status")

@@ -37,6 +37,8 @@ CHAOS_STEPS = {
     "ServeReplicaUnhealthy": ("diagnose:health-checks", "mitigate:confirm-recovered"),
     "ServeDeploymentFailed": ("diagnose:serve-status", "mitigate:rollback"),
     "BadModelUpdate": ("diagnose:serve-status", "mitigate:rollback"),
+    "ServeReplicaStalled": ("diagnose:stalled", "mitigate:replace-replica"),
+    "RayMetricMissing": ("diagnose:missing", "diagnose:exported", "mitigate:restore-metrics"),
 }
 
 # Commands a diagnosis step must never run: they change the stack, the cluster or the files.
@@ -45,7 +47,7 @@ MUTATING = re.compile(r"""
   | \bray\s+(stop|start|up|down|kill|submit|job\s+(submit|stop|delete))\b
   | (^|[\s;&|(`])(sudo|kill|pkill|killall|rm|rmdir|mv|cp|dd|truncate|shred|chmod|chown|ln
                   |systemctl|service|reboot|shutdown|iptables|nft|tc|tee|sed\s+-i)(\s|$)
-  | \bserveops\s+(tune|rollback)\b
+  | \bserveops\s+(tune|rollback|replace-replica)\b
   | \bkubectl\b[^\n|;&]*?\s(apply|create|delete|patch|scale|rollout|edit|replace|set|label|annotate
                             |drain|cordon|uncordon|taint|cp|run|expose|autoscale)\b
   | \bcurl\b[^\n]*(-X\s*|--request\s+)(POST|PUT|DELETE|PATCH)
@@ -73,7 +75,7 @@ def literal_free(code: str) -> str:
 
 def test_every_alert_has_a_runbook() -> None:
     alerts = alert_names()
-    assert len(alerts) == 18
+    assert len(alerts) == 23
     missing = sorted(a for a in alerts if not (RUNBOOKS_DIR / f"{a}.md").exists())
     assert not missing, missing
 
@@ -135,7 +137,8 @@ def test_diagnosis_only_reads(book: str, step: Step) -> None:
 
 @pytest.mark.parametrize("snippet", [
     "serve deploy x.yaml", "ray stop", "kill -9 123", "pkill -f ray", "rm -rf /tmp/x",
-    "serveops tune a b c=1", "serveops rollback", "kubectl delete pod x", "kubectl -n s scale rs/x",
+    "serveops tune a b c=1", "serveops rollback", "serveops replace-replica a b r1", "kubectl delete pod x",
+    "kubectl -n s scale rs/x",
     "curl -X POST u", "curl -s --request DELETE u", "echo x > /tmp/f", "x >>f", "a && kubectl patch x",
 ])
 def test_the_denylist_catches(snippet: str) -> None:

@@ -1,4 +1,5 @@
-"""The read-only `serveops` subcommands the runbooks' diagnosis reads: what they print, on canned answers."""
+"""The `serveops` subcommands the runbooks call: what they print, on canned answers, and what
+replace-replica refuses to do. No cluster."""
 
 from __future__ import annotations
 
@@ -245,3 +246,118 @@ def test_promql_names_the_session_only_when_two_appear(ops: OpsConfig, monkeypat
     monkeypatch.setattr(cli.prom, "api", lambda *_, **__: {"result": [series("s_new", "2")]})
     cli.promql(ops, "q")
     assert re.search(r"(?m)^\s+2\s+application=embed, deployment=Embedder$", capsys.readouterr().out)
+
+
+# --- stalled replicas: named, and replaced one at a time ----------------------------------------------
+
+def serve_details(*replicas: tuple[str, str], status: str = "HEALTHY", target: int = 2) -> dict[str, Any]:
+    """classify/Preprocessor with these (replica_id, state)."""
+    listed = [{"replica_id": rid, "state": state, "pid": 100 + i,
+               "actor_name": f"SERVE_REPLICA::classify#Preprocessor#{rid}"}
+              for i, (rid, state) in enumerate(replicas)]
+    return {"applications": {"classify": {"status": "RUNNING", "deployments": {"Preprocessor": {
+        "status": status, "target_num_replicas": target, "replicas": listed}}}}}
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["replace-replica", "classify", "Preprocessor", "pv0b9juu"],
+     ("classify", "Preprocessor", "pv0b9juu", 180.0)),
+    (["replace-replica", "classify", "Preprocessor", "pv0b9juu", "--wait-s", "0"],
+     ("classify", "Preprocessor", "pv0b9juu", 0.0)),
+])
+def test_replace_replica_arguments(argv: list[str], expected: tuple) -> None:
+    args = cli.parser().parse_args(argv)
+    assert (args.app, args.deployment, args.replica_id, args.wait_s) == expected
+
+
+@pytest.mark.parametrize("argv", [["replace-replica", "classify", "Preprocessor"], ["replace-replica"],
+                                  ["replace-replica", "a", "b", "c", "--wait-s", "soon"]])
+def test_replace_replica_needs_its_three_names(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.parser().parse_args(argv)
+    assert done.value.code == 2
+
+
+@pytest.mark.parametrize(("app", "deployment", "where"), [
+    ("classify", "Preprocessor", "classify/Preprocessor; its replicas: a1, b2"),
+    ("classify", "Nope", "classify/Nope (no such deployment); its replicas: none"),
+    ("nope", "Preprocessor", "nope/Preprocessor (no such deployment); its replicas: none"),
+])
+def test_replace_replica_refuses_a_replica_serve_does_not_list(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], app: str, deployment: str,
+        where: str) -> None:
+    two = serve_details(("a1", "RUNNING"), ("b2", "RUNNING"))
+    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: two)
+    killed: list[str] = []
+    monkeypatch.setattr(cli, "_kill_actor", lambda ops, name: killed.append(name))
+    assert cli.main(["replace-replica", app, deployment, "zz9"]) == 2
+    err = capsys.readouterr().err
+    assert f"replace-replica: no replica zz9 in {where}. Nothing killed." in err
+    assert killed == []
+
+
+def test_replace_replica_kills_that_actor_and_waits_for_healthy(
+        ops: OpsConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = iter([
+        serve_details(("a1", "RUNNING"), ("b2", "RUNNING")),  # before
+        serve_details(("a1", "STOPPING"), ("b2", "RUNNING"), status="UPDATING"),
+        serve_details(("b2", "RUNNING"), ("c3", "STARTING"), status="UPDATING"),
+        serve_details(("b2", "RUNNING"), ("c3", "RUNNING")),
+    ])
+    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: next(answers))
+    killed: list[str] = []
+    monkeypatch.setattr(cli, "_kill_actor", lambda _, name: killed.append(name))
+    assert cli.replace_replica(ops, "classify", "Preprocessor", "a1", wait_s=60, poll_s=0) == 0
+    assert killed == ["SERVE_REPLICA::classify#Preprocessor#a1"]
+    out = capsys.readouterr().out
+    assert "killing SERVE_REPLICA::classify#Preprocessor#a1 (pid 100, RUNNING)" in out
+    assert out.strip().endswith(
+        "found: classify/Preprocessor HEALTHY, 2/2 running; replica a1 replaced by c3")
+
+
+def test_replace_replica_says_when_the_deployment_does_not_recover(
+        ops: OpsConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = iter([serve_details(("a1", "RUNNING"))] + [serve_details(("a1", "STOPPING"), status="UNHEALTHY",
+                                                                       target=1)] * 1000)
+    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: next(answers))
+    monkeypatch.setattr(cli, "_kill_actor", lambda *_: None)
+    assert cli.replace_replica(ops, "classify", "Preprocessor", "a1", wait_s=0.05, poll_s=0.01) == 1
+    assert capsys.readouterr().out.strip().endswith(
+        "found: classify/Preprocessor UNHEALTHY, 0/1 running after 0s; replica a1 still listed")
+
+
+def test_stalled_asks_what_the_alert_asks_and_names_each_replica(
+        ops: OpsConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    expr = cli.rule_expr("ServeReplicaStalled")
+    assert "quantile_over_time(0.5, ray_serve_replica_processing_queries" in expr
+    assert f"[{ops.alerting.stall_window_s}s]" in expr
+
+    def labels(app: str, dep: str, rid: str) -> dict[str, str]:
+        return {"application": app, "deployment": dep, "replica": rid}
+
+    stuck = labels("classify", "Preprocessor", "pv0b9juu")
+    answers = {
+        expr: {"result": [{"metric": stuck, "value": [0, "2"]},
+                          {"metric": labels("embed", "Embedder", "e1"), "value": [0, "1"]}]},
+        cli.IN_FLIGHT: {"result": [{"metric": stuck, "value": [0, "3"]}]},
+    }
+    alerts = {"alerts": [{"labels": {"alertname": "ServeReplicaStalled", **stuck}, "state": "firing"}]}
+
+    def api(_: OpsConfig, path: str, **query: str) -> dict[str, Any]:
+        return alerts if path == "/api/v1/alerts" else answers[query["query"]]
+
+    monkeypatch.setattr(cli.prom, "api", api)
+    assert cli.main(["stalled"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"stalled: classify/Preprocessor replica (\w+)", out) == ["pv0b9juu"]
+    assert ("  stalled: classify/Preprocessor replica pv0b9juu: 3 in flight now (median 2 over 120s), none "
+            "completed in 120s; alert firing") in out
+    assert ("stalled: embed/Embedder replica e1: ? in flight now (median 1 over 120s), none completed in "
+            "120s; alert not pending yet") in out
+    assert out.strip().endswith("found: 2 stalled replica(s) of any deployment: "
+                                "classify/Preprocessor pv0b9juu, embed/Embedder e1")
+    cli.stalled(ops, "classify", "Preprocessor")
+    out = capsys.readouterr().out
+    assert "e1" not in out and "found: 1 stalled replica(s) of classify/Preprocessor" in out
+    cli.stalled(ops, "predict")
+    assert capsys.readouterr().out.strip() == "found: no stalled replica of predict"

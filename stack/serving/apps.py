@@ -19,15 +19,17 @@ from stack.serving.tenant_models import tenant_models
 
 def embed_app(args: Mapping[str, Any]) -> Application:
     settings = parse_args(AppArgs, args, "embed")
-    return embedder(settings.api).bind()
+    return embedder(settings.api, settings.faults).bind()
 
 
 def classify_app(args: Mapping[str, Any]) -> Application:
     settings = parse_args(AppArgs, args, "classify")
-    return pipeline(settings.api).bind(Preprocessor.bind(), Classifier.bind(), Postprocessor.bind())
+    return pipeline(settings.api, settings.faults).bind(
+        Preprocessor.bind(settings.faults), Classifier.bind(), Postprocessor.bind())
 
 
 def predict_app(args: Mapping[str, Any]) -> Application:
     settings = parse_args(PredictArgs, args, "predict")
-    deployment = tenant_models(settings.api, settings.tenants, settings.max_num_models_per_replica)
+    deployment = tenant_models(settings.api, settings.tenants, settings.max_num_models_per_replica,
+                               settings.faults)
     return deployment.bind(settings.model_store)

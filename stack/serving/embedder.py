@@ -16,7 +16,7 @@ from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import span
 from stack.serving.schemas import EmbedResponse, request_models
-from stack.serving.settings import ApiLimits
+from stack.serving.settings import ApiLimits, FaultSettings
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,11 @@ class Embedded:
     tokens: int
 
 
-def embedder(limits: ApiLimits) -> Deployment:
-    """The Embedder deployment, its route bounded by the limits in the app's args."""
+def embedder(limits: ApiLimits, faults: FaultSettings | None = None) -> Deployment:
+    """The Embedder deployment, its route bounded by the limits in the app's args; with `faults`, the
+    fault hook on its requests."""
     models = request_models(limits)
-    api = new_api("serveops /embed", limits)
+    api = new_api("serveops /embed", limits, faults)
 
     @serve.deployment(name="Embedder")
     @serve.ingress(api)

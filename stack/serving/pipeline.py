@@ -16,22 +16,40 @@ from ray.serve.deployment import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from stack.serving.api_errors import ERROR_RESPONSES
+from stack.serving.faults import FaultInjector
 from stack.serving.http_api import new_api
 from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import span
 from stack.serving.schemas import ClassifyResponse, request_models
-from stack.serving.settings import ApiLimits
+from stack.serving.settings import ApiLimits, FaultSettings
+from stack.serving.watchdog import Watchdog, Watched
 
 EMBED_APP, EMBEDDER = "embed", "Embedder"
 
 
 @serve.deployment(name="Preprocessor")
-class Preprocessor:
-    def __init__(self) -> None:
-        install_trace_log_filter()
+class Preprocessor(Watched):
+    """A leaf with the watchdog: its check_health fails once a request has run past watchdog_s.
 
-    def preprocess(self, text: str) -> dict[str, Any]:
+    With the fault hook on, a hang here is a half-alive replica: Serve's health check (the event loop)
+    passes while its requests never finish, which only the watchdog turns into a failed check.
+    """
+
+    def __init__(self, faults: FaultSettings | None = None) -> None:
+        install_trace_log_filter()
+        self.watchdog = Watchdog()
+        self.faults = FaultInjector.from_settings(faults) if faults is not None else None
+
+    async def preprocess(self, text: str) -> dict[str, Any]:
+        # Async, so a hung request leaves the event loop (and Serve's health check) free; tracked
+        # from the start, so time in the fault hook counts.
+        with self.watchdog.track():
+            if self.faults is not None:
+                await self.faults.apply()
+            return self._preprocess(text)
+
+    def _preprocess(self, text: str) -> dict[str, Any]:
         with span("pipeline.preprocess", chars=len(text)):
             # NFKC folds look-alike characters; control characters say nothing about sentiment.
             cleaned = unicodedata.normalize("NFKC", text)
@@ -86,10 +104,11 @@ class Postprocessor:
                     "scores": {k: round(v, 4) for k, v in scores.items()}}
 
 
-def pipeline(limits: ApiLimits) -> Deployment:
-    """The Pipeline ingress, its route bounded by the limits in the app's args."""
+def pipeline(limits: ApiLimits, faults: FaultSettings | None = None) -> Deployment:
+    """The Pipeline ingress, its route bounded by the limits in the app's args; with `faults`, the
+    fault hook on its requests (and the mapping of a fault the Preprocessor raises)."""
     models = request_models(limits)
-    api = new_api("serveops /classify", limits)
+    api = new_api("serveops /classify", limits, faults)
 
     @serve.deployment(name="Pipeline")
     @serve.ingress(api)

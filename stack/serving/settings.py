@@ -45,10 +45,19 @@ class Tenants(_Strict):
         return {*self.tiers.values(), self.default_tier}
 
 
+class FaultSettings(_Strict):
+    """Fault injection (stack.serving.faults): present only where the profile enables it."""
+
+    # The control file chaos writes, relative to the project root (stack.serving.models.PROJECT_ROOT).
+    control_file: str = Field(min_length=1)
+
+
 class AppArgs(_Strict):
     """Args every app takes."""
 
     api: ApiLimits
+    # None (absent): no fault hook is installed, and requests pay nothing for it.
+    faults: FaultSettings | None = None
 
 
 class PredictArgs(AppArgs):

@@ -21,7 +21,7 @@ from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics, outcome
 from stack.serving.observability.tracing import span
 from stack.serving.schemas import PredictResponse, request_models
-from stack.serving.settings import ApiLimits, Tenants
+from stack.serving.settings import ApiLimits, FaultSettings, Tenants
 
 HEADER = "serve_multiplexed_model_id"
 
@@ -30,11 +30,12 @@ def _scalar(value: Any) -> float | int | str:
     return value.item() if hasattr(value, "item") else value
 
 
-def tenant_models(limits: ApiLimits, tenants: Tenants, max_models: int) -> Deployment:
+def tenant_models(limits: ApiLimits, tenants: Tenants, max_models: int,
+                  faults: FaultSettings | None = None) -> Deployment:
     """The deployment, with the app's args baked in: its limits, the tenants' tiers (metric and span
-    labels) and the multiplex cache size."""
+    labels), the multiplex cache size, and the fault hook when `faults` is set."""
     models = request_models(limits)
-    api = new_api("serveops /predict", limits)
+    api = new_api("serveops /predict", limits, faults)
 
     @serve.deployment(name="TenantModels")
     @serve.ingress(api)

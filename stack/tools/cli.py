@@ -8,8 +8,12 @@
   serveops targets                 Prometheus scrape targets: health and last error
   serveops deaths [--last N] [--since T]   dead actors of this Ray session and why they died
   serveops logs REGEX [--last N] [--since T]   matching lines of this Ray session's logs
+  serveops stalled [APP] [DEPLOYMENT]   replicas with requests in flight and none completed (the
+                                   ServeReplicaStalled rule, evaluated now), by replica id
   serveops tune APP DEPLOYMENT key=value ...   change deployment options, roll out (keeps last good)
   serveops rollback                roll out the last config that reached RUNNING
+  serveops replace-replica APP DEPLOYMENT REPLICA_ID [--wait-s S]   kill that one replica's actor so
+                                   Serve starts a fresh one; wait until the deployment is HEALTHY
 
 --since T (default: the SINCE environment variable, else no bound) leaves out log lines and dead
 actors older than T: unix seconds, an ISO time (local unless it names a zone) or a duration back
@@ -20,6 +24,7 @@ time, so evidence of an earlier run in the same Ray session is not found again.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -33,6 +38,7 @@ import httpx
 import yaml
 
 from stack import prom
+from stack.artifacts import RULES_FILE
 from stack.config import OpsConfig, load
 from stack.local import rollout, serve_deploy
 from stack.since import parse_since
@@ -98,6 +104,106 @@ def replicas(ops: OpsConfig, app: str | None) -> int:
                       f"up {age:.0f}s")
     print(f"found: {found} replica(s)")
     return 0
+
+
+STALLED_ALERT = "ServeReplicaStalled"
+IN_FLIGHT = "max by (application, deployment, replica) (ray_serve_replica_processing_queries)"
+Replica = tuple[str, str, str]  # application, deployment, replica id
+
+
+def rule_expr(alert: str) -> str:
+    """One of our alerting rules' expression, as generated (alerts/serveops.rules.yaml): the CLI asks
+    Prometheus the very question the alert asks."""
+    for group in yaml.safe_load(RULES_FILE.read_text())["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == alert:
+                return str(rule["expr"])
+    raise SystemExit(f"no alerting rule {alert} in {RULES_FILE}")
+
+
+def _replica_key(labels: dict[str, str]) -> Replica:
+    return labels.get("application", "?"), labels.get("deployment", "?"), labels.get("replica", "?")
+
+
+def stalled(ops: OpsConfig, app: str | None = None, deployment: str | None = None) -> int:
+    rows = prom.api(ops, "/api/v1/query", query=rule_expr(STALLED_ALERT))["result"]
+    in_flight = prom.api(ops, "/api/v1/query", query=IN_FLIGHT)["result"]
+    now = {_replica_key(r["metric"]): r["value"][1] for r in in_flight}
+    alerts = prom.api(ops, "/api/v1/alerts")["alerts"]
+    alert_state = {_replica_key(a["labels"]): a.get("state", "?") for a in alerts
+                   if a["labels"].get("alertname") == STALLED_ALERT}
+    window = ops.alerting.stall_window_s
+    found: list[Replica] = []
+    for row in sorted(rows, key=lambda r: _replica_key(r["metric"])):
+        key = _replica_key(row["metric"])
+        if (app and key[0] != app) or (deployment and key[1] != deployment):
+            continue
+        found.append(key)
+        state = alert_state.get(key, "not pending yet")
+        print(f"  stalled: {key[0]}/{key[1]} replica {key[2]}: {now.get(key, '?')} in flight now (median "
+              f"{row['value'][1]} over {window}s), none completed in {window}s; alert {state}")
+    scope = "/".join(p for p in (app, deployment) if p) or "any deployment"
+    listed = ", ".join(f"{a}/{d} {r}" for a, d, r in found)
+    print(f"found: {len(found)} stalled replica(s) of {scope}: {listed}" if found
+          else f"found: no stalled replica of {scope}")
+    return 0
+
+
+def _replicas_of(details: dict[str, Any], app: str, deployment: str) -> tuple[dict[str, Any], list[dict]]:
+    """A deployment's details ({} when there is none) and its replicas."""
+    apps = details.get("applications") or {}
+    dep = ((apps.get(app) or {}).get("deployments") or {}).get(deployment) or {}
+    return dep, list(dep.get("replicas") or [])
+
+
+def _kill_actor(ops: OpsConfig, actor_name: str) -> None:
+    """ray.kill the named actor in Serve's namespace, without restart: Serve's controller sees its
+    replica die and starts another."""
+    import ray  # slow to import; only this subcommand needs it
+
+    ray.init(address=ops.listen.gcs_address, namespace="serve", logging_level=logging.ERROR,
+             log_to_driver=False)
+    try:
+        ray.kill(ray.get_actor(actor_name, namespace="serve"), no_restart=True)
+    finally:
+        ray.shutdown()
+
+
+def replace_replica(ops: OpsConfig, app: str, deployment: str, replica_id: str, wait_s: float = 180,
+                    poll_s: float = 2) -> int:
+    dep, replicas = _replicas_of(serve_deploy.details(ops.listen.dashboard_url), app, deployment)
+    replica = next((r for r in replicas if r.get("replica_id") == replica_id), None)
+    if replica is None:
+        have = ", ".join(sorted(str(r.get("replica_id")) for r in replicas)) or "none"
+        where = f"{app}/{deployment}" if dep else f"{app}/{deployment} (no such deployment)"
+        print(f"replace-replica: no replica {replica_id} in {where}; its replicas: {have}. Nothing killed.",
+              file=sys.stderr)
+        return 2
+    before = {r.get("replica_id") for r in replicas}
+    actor = replica.get("actor_name") or f"SERVE_REPLICA::{app}#{deployment}#{replica_id}"
+    print(f"killing {actor} (pid {replica.get('pid')}, {replica.get('state')}); Serve starts a replacement")
+    _kill_actor(ops, actor)
+    if wait_s <= 0:
+        print(f"found: {app}/{deployment} replica {replica_id} killed; not waiting")
+        return 0
+    deadline = time.monotonic() + wait_s
+    while True:
+        dep, replicas = _replicas_of(serve_deploy.details(ops.listen.dashboard_url), app, deployment)
+        ids = {r.get("replica_id") for r in replicas}
+        running = sum(r.get("state") == "RUNNING" for r in replicas)
+        target = int(dep.get("target_num_replicas") or 0)
+        status = dep.get("status", "?")
+        if replica_id not in ids and status == "HEALTHY" and running >= target:
+            fresh = ", ".join(sorted(str(i) for i in ids - before)) or "none needed"
+            print(f"found: {app}/{deployment} HEALTHY, {running}/{target} running; replica {replica_id} "
+                  f"replaced by {fresh}")
+            return 0
+        if time.monotonic() >= deadline:
+            gone = "gone" if replica_id not in ids else "still listed"
+            print(f"found: {app}/{deployment} {status}, {running}/{target} running after {wait_s:.0f}s; "
+                  f"replica {replica_id} {gone}")
+            return 1
+        time.sleep(poll_s)
 
 
 def _print_message(message: str, keep: int = 12) -> None:
@@ -250,6 +356,15 @@ def _this_year(now: float, month: int, day: int, hour: int, minute: int, second:
     return stamp if stamp <= now + 86400 else datetime(year - 1, month, day, hour, minute, second).timestamp()
 
 
+def excerpt(line: str, at: int, width: int = 300) -> str:
+    """The line, or where it is long (a JSON log line with a traceback), the part from just before the
+    match: an exception raised at the end of a long message is what the reader came for."""
+    if len(line) <= width:
+        return line
+    start = max(0, min(at - 60, len(line) - width))
+    return ("..." if start else "") + line[start:start + width]
+
+
 def _dated_hits(f: IO[str], pattern: re.Pattern[str], last_change: float) -> Iterator[tuple[float, str]]:
     """Matching lines of one file with when each was written. An undated line counts as written when
     the next dated line below it was (no later than that), or at the file's last change: so it is
@@ -264,7 +379,7 @@ def _dated_hits(f: IO[str], pattern: re.Pattern[str], last_change: float) -> Ite
             yield from ((stamp, text) for text in undated)
             undated = []
         if matches:
-            text = line.rstrip()[:300]
+            text = excerpt(line.rstrip(), matches.start())
             if stamp is None:
                 undated.append(text)
             else:
@@ -348,6 +463,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("deployment")
     p.add_argument("settings", nargs="+", metavar="key=value")
     sub.add_parser("rollback")
+    p = sub.add_parser("stalled")
+    p.add_argument("app", nargs="?")
+    p.add_argument("deployment", nargs="?")
+    p = sub.add_parser("replace-replica")
+    p.add_argument("app")
+    p.add_argument("deployment")
+    p.add_argument("replica_id")
+    p.add_argument("--wait-s", type=float, default=180, metavar="S",
+                   help="wait up to S seconds for the deployment to be HEALTHY again (0: do not wait)")
     return parser
 
 
@@ -376,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         return logs(args.regex, args.last, args.since)
     if args.command == "tune":
         return tune(ops, args.app, args.deployment, args.settings)
+    if args.command == "stalled":
+        return stalled(ops, args.app, args.deployment)
+    if args.command == "replace-replica":
+        return replace_replica(ops, args.app, args.deployment, args.replica_id, args.wait_s)
     return rollback(ops)
 
 

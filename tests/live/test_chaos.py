@@ -24,11 +24,12 @@ def test_run_order_places_every_experiment() -> None:
 
 
 @pytest.mark.parametrize("name", ORDER)
-def test_experiment(live_stack: OpsConfig, tmp_path: Path, name: str) -> None:
+def test_experiment(live_stack: OpsConfig, session_reports: Path, name: str) -> None:
+    reports = session_reports / "chaos"  # the scorecard test reads them afterwards
     done = subprocess.run([sys.executable, "-m", "chaos.run", "--short", name], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1200, env={**os.environ, "REPORT_DIR": str(tmp_path)})
+                          text=True, timeout=1200, env={**os.environ, "REPORT_DIR": str(reports)})
     out = done.stdout + done.stderr
-    (report,) = tmp_path.glob(f"chaos-{name}-*")
+    (report,) = reports.glob(f"chaos-{name}-2*")
     result = json.loads((report / "result.json").read_text())
     assert done.returncode == 0 and result["passed"], f"{result['problems']}\n{out[-4000:]}"
     exp = experiment.load(name)
@@ -37,6 +38,9 @@ def test_experiment(live_stack: OpsConfig, tmp_path: Path, name: str) -> None:
     assert len(result["detect_s"]) == len(exp.expect)
     assert result["recover_s"] is not None and result["recover_s"] <= exp.recover_within_s
     assert result["sent"] > 0 and exp.loss.allows(result["failed"], result["sent"])
+    if exp.reset_within_s is not None:  # every page that fired stopped firing within the bound
+        assert set(result["reset_s"]) == set(result["detect_s"])
+        assert all(s is not None and s <= exp.reset_within_s for s in result["reset_s"].values())
     assert result["loss_bound"] == exp.loss.describe() and result["hung"] >= 0
     if exp.runbook:
         assert set(result["diagnosis"]) == set(exp.runbook.finds)

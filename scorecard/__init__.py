@@ -1,0 +1,1 @@
+"""`make scorecard`: the alert-quality scorecard (recall, detection, reset, precision, leak watch)."""
