@@ -16,7 +16,6 @@ from stack.config import OpsConfig
 
 Labels = dict[str, str]
 Points = list[tuple[float, float]]
-REPLICA_RSS = 'ray_component_rss_mb{Component=~"ray::ServeReplica.*"}'
 
 
 class Source(Protocol):
@@ -79,7 +78,3 @@ def alert_points(source: Source, labels: Labels, start: float, end: float) -> Po
     matchers = ",".join(f'{k}="{v}"' for k, v in {**labels, "alertstate": "firing"}.items())
     found = source.series(f"max(ALERTS{{{matchers}}})", start, end)
     return found[0][1] if found else []
-
-
-def rss(source: Source, at: float) -> list[tuple[Labels, float]]:
-    return source.instant(REPLICA_RSS, at)

@@ -37,7 +37,7 @@ LEAK_TARGET_PCT = 5.0  # the issue's target: a replica's RSS grows under 5% over
 HALF_ALIVE = ("half-alive", "half-alive-unwatched")  # the watchdog on, and off
 History = Callable[[Labels, float], Points]  # (alert labels, since) -> firing samples
 BoundFor = Callable[[Identity, ChaosRun, Labels, float | None], Bound]  # ..., detect_s
-_REPLICA = re.compile(r"ServeReplica:(?P<app>[^:]+):(?P<dep>[^.\s:]+)")
+_REPLICA = re.compile(r"ServeReplica:(?P<app>[^:]+):(?P<dep>[^.\s]+)")
 
 
 def verdict(detect_s: float | None, bound: Bound) -> Verdict:

@@ -16,17 +16,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from scorecard import history, measure
 from scorecard.history import Source
 from scorecard.model import Capture, Identity, LeakWatch, Precision, ShapeRun
 from stack import ROOT, prom
 from stack.config import OpsConfig
+from stack.local import serve_deploy
 
 SHAPES = ("step", "spike", "oscillation")
 DURATION_S = {"full": 150.0, "short": 30.0}
 RESOLVE_WAIT_S = 17 * 60  # leftover pages (e.g. ServeReplicaOOMKilled's 10m lookback) resolve first
 CAPTURE_S = 10
 SOAK_FILE = "soak.json"
+
+
+def replica_rss(ops: OpsConfig) -> list[tuple[history.Labels, float]]:
+    """Each RUNNING Serve replica's resident memory now (MB), read from its process.
+
+    Not ray_component_rss_mb: Ray 2.60 exports it with an empty pid label, one series per deployment
+    whatever its replica count, so replicas cannot be told apart there.
+    """
+    out = []
+    for app, details in (serve_deploy.details(ops.listen.dashboard_url).get("applications") or {}).items():
+        for dep, d in (details.get("deployments") or {}).items():
+            for r in d.get("replicas") or []:
+                if r.get("state") != "RUNNING" or not r.get("pid"):
+                    continue
+                try:
+                    mb = psutil.Process(int(r["pid"])).memory_info().rss / 1e6
+                except (psutil.Error, ValueError):
+                    continue  # gone, or on another node: not this machine's to read
+                out.append(({"Component": f"ray::ServeReplica:{app}:{dep}", "pid": str(r["pid"])}, mb))
+    return out
 
 
 @dataclass
@@ -37,6 +60,7 @@ class Effects:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    rss: Callable[[OpsConfig], list[tuple[history.Labels, float]]] = replica_rss
 
 
 def run_shape(shape: str, duration_s: float, out: Path, fx: Effects) -> ShapeRun:
@@ -95,18 +119,34 @@ def soak(ops: OpsConfig, source: Source, known: list[Identity], mode: str, out: 
     fx = fx or Effects()
     wait_no_pages(ops, fx)  # one still firing at the deadline shows as a leftover page
     start = fx.clock()
-    shapes = [run_shape(s, DURATION_S[mode], out, fx) for s in SHAPES]
-    end = fx.clock()
+    shapes = [run_shape(SHAPES[0], DURATION_S[mode], out, fx)]
+    # RSS from after the first shape, which warmed every replica (caches, batches, allocator pools):
+    # growth past that is what a leak looks like.
+    rss_start, leak_start = read_rss(ops, fx), fx.clock()
+    shapes += [run_shape(s, DURATION_S[mode], out, fx) for s in SHAPES[1:]]
+    rss_end, end = read_rss(ops, fx), fx.clock()
     obs = ops.observability
     grace = measure.grace_s(known, obs.scrape_interval_s, obs.evaluation_interval_s)
     fx.sleep(max(0.0, end + grace - fx.clock()))
     precision = read_precision(source, start, end, grace, shapes)
-    leak = read_leak(source, shapes[0].started if shapes else start, shapes[-1].ended if shapes else end)
+    if isinstance(rss_start, str) or isinstance(rss_end, str):
+        leak = LeakWatch(target_pct=measure.LEAK_TARGET_PCT, start=leak_start, end=end, replicas=[],
+                         deployments=[], over=[], captures=[], appeared=[], vanished=[],
+                         error=rss_start if isinstance(rss_start, str) else str(rss_end))
+    else:
+        leak = measure.leak(rss_start, rss_end, leak_start, end)
     captured: dict[str, Capture] = {}
     for r in leak.over:
         if r.deployment not in captured:
             captured[r.deployment] = capture(r.deployment, r.pid, out, fx)
     return precision, leak.model_copy(update={"captures": list(captured.values())})
+
+
+def read_rss(ops: OpsConfig, fx: Effects) -> list[tuple[history.Labels, float]] | str:
+    try:
+        return fx.rss(ops)
+    except Exception as err:  # no Serve details: the leak watch says so instead of failing the soak
+        return f"{type(err).__name__}: {err}"
 
 
 def read_precision(source: Source, start: float, end: float, grace: float,
@@ -123,14 +163,6 @@ def read_precision(source: Source, start: float, end: float, grace: float,
     false_pages, leftover = measure.split_leftover(found, before)
     return Precision(start=start, end=end, grace_s=grace, shapes=shapes, clean=clean, false_pages=false_pages,
                      warnings=warnings, leftover=leftover)
-
-
-def read_leak(source: Source, start: float, end: float) -> LeakWatch:
-    try:
-        return measure.leak(history.rss(source, start), history.rss(source, end), start, end)
-    except Exception as err:
-        return LeakWatch(target_pct=measure.LEAK_TARGET_PCT, start=start, end=end, replicas=[],
-                         deployments=[], over=[], captures=[], appeared=[], vanished=[], error=str(err))
 
 
 def save(precision: Precision, leak: LeakWatch, path: Path) -> None:

@@ -365,14 +365,16 @@ def test_the_soak_runs_each_shape_then_reads_pages_and_rss(tmp_path: Path,
         clock[0] += s
 
     monkeypatch.setattr(soak, "pages_firing", lambda ops: [])
-    rss_at = {T0 + 5: [rss("ray::ServeReplica:embed:Embedder", "11", 700)],
-              T0 + 115: [rss("ray::ServeReplica:embed:Embedder", "11", 770)]}
+    # Read after the first shape (T0 + 40) and after the last (T0 + 120).
+    rss_at = {T0 + 40: [rss("ray::ServeReplica:embed:Embedder", "11", 700)],
+              T0 + 120: [rss("ray::ServeReplica:embed:Embedder", "11", 770)]}
     source = FakeSource(
         ranges={'severity="critical"': [alerts_series({"alertname": "X", "severity": "critical"},
                                                       firing(T0 + 50, T0 + 60))],
                 'severity="warning"': []},
-        instants={"ray_component_rss_mb": lambda at: rss_at.get(at, []), "ALERTS": []})
-    fx = soak.Effects(run=fake_run, clock=lambda: clock[0], sleep=fake_sleep, env={})
+        instants={"ALERTS": []})
+    fx = soak.Effects(run=fake_run, clock=lambda: clock[0], sleep=fake_sleep, env={},
+                      rss=lambda ops: rss_at[clock[0]])
     precision, leak = soak.soak(OPS, source, KNOWN, "short", tmp_path, fx)
     assert [c[-1] for c in calls if "loadtests.run" in c] == ["loadtests.run"] * 3
     assert [(s.shape, s.exit_code, s.duration_s) for s in precision.shapes] == [
@@ -380,6 +382,7 @@ def test_the_soak_runs_each_shape_then_reads_pages_and_rss(tmp_path: Path,
     assert not precision.clean and [p.alert for p in precision.false_pages] == ["X"]
     assert precision.grace_s == measure.grace_s(KNOWN, 5, 5) and clock[0] >= T0 + 120 + precision.grace_s
     assert [(r.pid, r.growth_pct) for r in leak.over] == [("11", 10.0)]
+    assert (leak.start, leak.end) == (T0 + 40, T0 + 120)
     [cap] = leak.captures
     assert (cap.deployment, cap.exit_code, cap.path) == ("Embedder", 2, None)
     assert cap.error == "lldb: cannot attach"
