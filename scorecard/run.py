@@ -30,6 +30,7 @@ from pathlib import Path
 from alerts.generate import groups
 from chaos import experiment
 from chaos import run as chaos_run
+from loadtests.stack_client import ensure_up
 from runbooks import scorecard_line
 from scorecard import bounds, history, measure, publish, report, rules, soak
 from scorecard.inputs import LiveBounds
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "reports" / f"scorecard-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     known = rules.identities(groups(ops))
+    if not args.soak_from:
+        ensure_up(ops)  # like `make loadtest`: a fresh clone's first run starts the stack
     source = history.LiveSource(ops)
     pipe = pipeline(ops)
     started = time.time()
