@@ -60,8 +60,9 @@ REASONS: tuple[Reason, ...] = (
     Reason("RayScrapeSlow", "needs Ray's /metrics near the scrape timeout: a label-cardinality blow-up "
            "(ray-project/ray#62088) this stack cannot make without a synthetic exporter"),
     Reason("RayTargetSeriesGrowth", "needs Ray's series count far above its own 1 h baseline"),
-    Reason("RayStaleReplicaSeries", "needs a dead replica's series exported for 5 min after Serve "
-           "replaced it (ray-project/ray#65892); replica-crash and hung-replica end sooner"),
+    Reason("RayStaleReplicaSeries", "needs more than `alerting.stale_replicas_max` (5) gone replicas of one "
+           "deployment whose series Ray still exports (ray-project/ray#65892); one scorecard run replaces "
+           "at most three of any deployment"),
 )
 
 
