@@ -9,6 +9,8 @@ the fault takes to make the rule's expression true, per alert:
   the deployment has one (a hung handler fails checks only once its oldest request is that old);
 - range: the rule's own longest range selector (a rate window, a stall window);
 - oscillation: the changes the rule counts, each half a period of the experiment's square wave;
+- replacement: the replacement replica's start (Serve's startup latency for it) and one health-check
+  period, after which its healthy gauge counts it;
 - event / gauge: 0 from the fault mark (a counter's first rise, a gauge crossing a line).
 
 An alert not in the table has no bound: shown as such, never a pass.
@@ -34,7 +36,7 @@ WINDOW_TERMS: dict[str, str] = {
     "LLMTimeToFirstTokenHigh": "range",
     "ServeAutoscalerOscillation": "oscillation",
     "ServeReplicaOOMKilled": "event",
-    "ServeReplicaRestarts": "event",
+    "ServeReplicaRestarts": "replacement",
     "ServeDeploymentFailed": "event",
     "RayMetricMissing": "event",
     "RayMetricsTargetDown": "event",
@@ -83,6 +85,7 @@ class Inputs:
     health: HealthCheck | None = None
     changes: int | None = None  # oscillation: changes the rule counts
     period_s: float | None = None  # oscillation: the experiment's square-wave period
+    startup_s: float | None = None  # replacement: how long the replacement replica took to start
 
 
 def burn_window_s(threshold: float, n: float, rate_per_s: float, bad_share: float,
@@ -135,6 +138,12 @@ def window_term(identity: Identity, inputs: Inputs) -> tuple[str, float | None, 
             return kind, None, "no bound: the experiment's square-wave period is unknown"
         return kind, inputs.changes * inputs.period_s / 2, (
             f"{inputs.changes} changes x half a period of {inputs.period_s:g} s")
+    if kind == "replacement":
+        h = inputs.health
+        if inputs.startup_s is None or h is None:
+            return kind, None, "no bound: the replacement's startup latency is unknown"
+        return kind, round(inputs.startup_s + h.period_s, 1), (
+            f"the replacement's start {inputs.startup_s:.1f} s + a health-check period {h.period_s:g} s")
     if kind in ("event", "gauge"):
         return kind, 0.0, "0 from the fault mark"
     return kind, None, "no bound: the alert is not in scorecard/bounds.py"

@@ -57,11 +57,33 @@ class LiveBounds:
             app = labels.get("application") or (exp.target.app if exp else None)
             dep = labels.get("deployment") or (exp.target.deployment if exp else None)
             return Inputs(health=health(self.profile, app, dep))
+        if identity.alert == "ServeReplicaRestarts":
+            return self.replacement(run, labels, detect_s, exp)
         if identity.alert == "ServeAutoscalerOscillation" and exp and "period_s" in exp.timings:
             mode = "short" if run.mode == "short" else "normal"
             return Inputs(changes=self.ops.alerting.oscillation_changes_30m,
                           period_s=exp.timing("period_s", mode))
         return Inputs()
+
+    def replacement(self, run: ChaosRun, labels: Labels, detect_s: float | None,
+                    exp: Experiment | None) -> Inputs:
+        """The deployment's health checks, and the mean startup latency of its replicas started between
+        the fault and the detection (Serve's controller exports it per deployment)."""
+        app = labels.get("application") or (exp.target.app if exp else None)
+        dep = labels.get("deployment") or (exp.target.deployment if exp else None)
+        fault = run.fault_at
+        if app is None or dep is None or fault is None or detect_s is None:
+            return Inputs(health=health(self.profile, app, dep))
+        span = round(detect_s + 2 * self.ops.observability.scrape_interval_s)
+        sel = f'{{application="{app}",deployment="{dep}"}}'
+        expr = (f"sum(increase(ray_serve_replica_startup_latency_ms_sum{sel}[{span}s])) / "
+                f"sum(increase(ray_serve_replica_startup_latency_ms_count{sel}[{span}s]))")
+        try:
+            found = self.source.instant(expr, fault + span)
+        except Exception:  # Prometheus could not say: the bound stays open
+            found = []
+        startup = found[0][1] / 1000 if found and found[0][1] == found[0][1] else None  # NaN: none started
+        return Inputs(health=health(self.profile, app, dep), startup_s=startup)
 
     def burn(self, identity: Identity, run: ChaosRun, labels: Labels, detect_s: float | None,
              exp: Experiment | None) -> Inputs:

@@ -143,6 +143,14 @@ def test_window_terms_from_the_table(alert: str, expr: str, for_s: float, window
     assert (b.window_s, b.total_s) == (window, total)
 
 
+def test_a_replacement_waits_for_its_start_and_a_health_check() -> None:
+    restarts = ident("ServeReplicaRestarts", "warning")
+    b = bounds.bound(restarts, Inputs(health=HealthCheck(10, 30), startup_s=17.5), PIPE)
+    assert (b.window_s, b.total_s) == (27.5, 52.5) and "start 17.5 s" in b.detail
+    unknown = bounds.bound(restarts, Inputs(health=HealthCheck(10, 30)), PIPE)
+    assert unknown.total_s is None and unknown.detail.startswith("no bound")
+
+
 def test_oscillation_counts_half_periods() -> None:
     b = bounds.bound(ident("ServeAutoscalerOscillation", "warning"), Inputs(changes=4, period_s=30), PIPE)
     assert (b.window_s, b.total_s) == (60.0, 85.0)
