@@ -149,12 +149,15 @@ def parse(path: Path) -> Experiment:
     return Experiment.model_validate(raw)
 
 
-# The order of `make chaos`: cheap and harmless first; the memory surge, which may take other
-# replicas (and their restart alerts) with it, last.
-# half-alive and hung-replica both expect ServeReplicaUnhealthy on the Preprocessor: the unwatched run
-# between them outlasts the alert's 2m, so neither waits for the other's to resolve.
-RUN_ORDER = ("rolling-update", "bad-rollout", "replica-crash", "half-alive", "half-alive-unwatched",
-             "hung-replica", "metric-missing", "slo-burn", "oscillation", "head-partition", "oom")
+# The order of `make chaos`: oscillation first, since ServeAutoscalerOscillation counts target changes
+# over 30m and the predict rollouts of rolling-update and bad-rollout change TenantModels' target: run
+# after them, it fires on their changes plus two of its own, before its diagnosis can find four. Then
+# cheap and harmless first; half-alive and hung-replica both expect ServeReplicaUnhealthy on the
+# Preprocessor, so the unwatched run between them outlasts the alert's 2m and neither waits for the
+# other's to resolve; the memory surge, which may take other replicas (and their restart alerts) with
+# it, last.
+RUN_ORDER = ("oscillation", "rolling-update", "bad-rollout", "replica-crash", "half-alive",
+             "half-alive-unwatched", "hung-replica", "metric-missing", "slo-burn", "head-partition", "oom")
 
 
 def names() -> list[str]:
