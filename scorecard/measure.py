@@ -56,6 +56,9 @@ def detections(runs: Iterable[ChaosRun], known: list[Identity], bound_for: Bound
             chosen, note = attribute(alert, labels, known)
             if not chosen:
                 note = f"no rule {alert} with labels {labels}"
+            if not run.passed:  # a detection in a failed run may rest on what the failure explains
+                note = "; ".join(x for x in (note, f"{run.experiment} FAILED: "
+                                             f"{(run.problems or [run.error or '?'])[0]}") if x)
             for identity in chosen:
                 detect = run.detect_s.get(key)
                 b = bound_for(identity, run, labels, detect)
@@ -256,6 +259,8 @@ def failures(card: Scorecard, known: list[Identity]) -> list[str]:
                        f"past its bound of {row.bound.total_s:g} s")
         elif row.verdict == "no bound" and row.severity == "critical":
             out.append(f"page {row.identity} in {row.experiment} has no bound: {row.bound.detail}")
+    out += [f"experiment {r.experiment} failed: {(r.problems or [r.error or '?'])[0]}"
+            for r in card.experiments if not r.passed]
     p = card.precision
     if p is None:
         out.append("precision not measured: no soak")

@@ -108,8 +108,8 @@ def leak_md(card: Scorecard) -> list[str]:
         return [*lines, "Not measured: no soak ran.", ""]
     if leak.error:
         return [*lines, f"Not measured: {leak.error}", ""]
-    lines += ["Each Serve replica's RSS (`ray_component_rss_mb`) from the soak's start (after warm-up) "
-              f"to its end; target under {leak.target_pct:g}%.", "",
+    lines += ["Each RUNNING Serve replica's RSS, read from its process, from after the soak's first shape "
+              f"(every replica warm) to its end; target under {leak.target_pct:g}%.", "",
               "| deployment | replicas | start MB | end MB | growth |", "|---|---|---|---|---|"]
     lines += [f"| {d.application}/{d.deployment} | {d.replicas} | {d.start_mb:g} | {d.end_mb:g} | "
               f"{d.growth_pct:+.2f}% |" for d in leak.deployments]

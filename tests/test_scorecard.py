@@ -458,6 +458,18 @@ def test_what_fails_the_scorecard(change: dict[str, Any], failure: str) -> None:
     assert any(failure in f for f in card.failures), card.failures
 
 
+def test_a_failed_experiment_fails_the_scorecard_and_marks_its_detection() -> None:
+    """Its alert may have fired on evidence from before the fault (the run's failure says so): the
+    detection is shown, marked, and the scorecard fails."""
+    runs = full_cover()
+    runs[0] = runs[0].model_copy(update={"passed": False, "problems": ["runbook X step y did not find /z/"]})
+    card = assemble(KNOWN, runs)
+    assert card.exit_code == 1
+    assert f"experiment {runs[0].experiment} failed: runbook X step y did not find /z/" in card.failures
+    [row] = [d for d in card.detection if d.experiment == runs[0].experiment]
+    assert "FAILED: runbook X step y" in row.note
+
+
 def sample_card() -> Scorecard:
     known = [ident("ServeReplicaUnhealthy"), ident("RayMetricsAbsent", for_s=120),
              ident("ServeReplicaRestarts", "warning")]
