@@ -409,9 +409,10 @@ def test_a_capture_reports_its_flame_graph() -> None:
 # --- the whole card: report, JSON, exit code -------------------------------------------------------
 
 def assemble(known: list[Identity], runs: list[ChaosRun], bound_for: measure.BoundFor | None = None,
-             history: measure.History | None = None, precision: Precision | None = None) -> Scorecard:
+             history: measure.History | None = None, precision: Precision | None = None,
+             mode: str = "short") -> Scorecard:
     precision = precision or clean_precision()
-    return scorecard_run.assemble(OPS, known, runs, bound_for or fixed_bound(), history, PIPE, "short", T0,
+    return scorecard_run.assemble(OPS, known, runs, bound_for or fixed_bound(), history, PIPE, mode, T0,
                                   T0 + 1200, "run", precision, measure.leak([], [], T0, T0 + 90))
 
 
@@ -453,7 +454,8 @@ def test_what_fails_the_scorecard(change: dict[str, Any], failure: str) -> None:
     precision = clean_precision()
     if "precision" in change:
         precision = Precision.model_validate({**precision.model_dump(), **change["precision"]})
-    card = assemble(KNOWN, runs, bound_for=fixed_bound(change.get("bound", 100.0)), precision=precision)
+    card = assemble(KNOWN, runs, bound_for=fixed_bound(change.get("bound", 100.0)), precision=precision,
+                    mode="full")
     assert card.exit_code == 1
     assert any(failure in f for f in card.failures), card.failures
 
@@ -468,6 +470,12 @@ def test_a_failed_experiment_fails_the_scorecard_and_marks_its_detection() -> No
     assert f"experiment {runs[0].experiment} failed: runbook X step y did not find /z/" in card.failures
     [row] = [d for d in card.detection if d.experiment == runs[0].experiment]
     assert "FAILED: runbook X step y" in row.note
+
+
+def test_a_short_soak_s_gates_do_not_void_its_precision() -> None:
+    unclean = clean_precision(clean=False)
+    assert assemble(KNOWN, full_cover(), precision=unclean).exit_code == 0  # short
+    assert assemble(KNOWN, full_cover(), precision=unclean, mode="full").exit_code == 1
 
 
 def sample_card() -> Scorecard:

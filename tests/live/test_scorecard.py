@@ -42,7 +42,7 @@ def test_the_scorecard(live_stack: OpsConfig, session_reports: Path) -> None:
             "ServeReplicaUnhealthy", "RayMetricMissing"} <= by_alert
     slo = [r for r in card["reset"] if r["experiment"] == "slo-burn"]
     assert len(slo) == 2 and all(r["source"] == "experiment" and r["reset_s"] is not None for r in slo), slo
-    assert card["precision"]["false_pages"] == [] and card["precision"]["clean"]
+    assert card["precision"]["false_pages"] == [] and card["precision"]["error"] is None
     assert card["half_alive"]["watched"] and card["half_alive"]["unwatched"], card["half_alive"]
     text = (out / "scorecard.md").read_text()
     for section in ("## Recall", "## Detection", "## Reset", "## Precision", "## Leak watch", "## Loss"):
