@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from chaos.engine import RESOLVE_WAIT_S  # leftover pages get the same wait as a chaos run's alerts
 from scorecard import history, measure
 from scorecard.history import Source
 from scorecard.model import Capture, Identity, LeakWatch, Precision, ShapeRun
@@ -27,7 +28,6 @@ from stack.local import serve_deploy
 
 SHAPES = ("step", "spike", "oscillation")
 DURATION_S = {"full": 150.0, "short": 30.0}
-RESOLVE_WAIT_S = 17 * 60  # leftover pages (e.g. ServeReplicaOOMKilled's 10m lookback) resolve first
 CAPTURE_S = 10
 SOAK_FILE = "soak.json"
 
