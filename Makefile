@@ -44,7 +44,7 @@ lint: setup
 
 test: setup
 	@$(PY) -m ruff check .
-	@$(PY) -m pytest -ra $(PYTEST_ARGS)
+	@$(PY) -m pytest -ra --durations=25 $(PYTEST_ARGS)
 
 # The unit tests alone: no stack, no Ray cluster (tests/live/ is the live lane).
 test-unit: setup
