@@ -52,8 +52,9 @@ test-unit: setup
 	@$(PY) -m pytest -q --ignore=tests/live $(PYTEST_ARGS)
 
 # Spans of one trace from the local sink: make traces TRACE_ID=<32 hex digits>
+# The slowest sampled requests to a route, to find a slow bucket's trace: make traces SLOWEST=/classify [OVER_MS=1000]
 traces: setup
-	@$(PY) -m stack.tools.traces $(TRACE_ID)
+	@$(PY) -m stack.tools.traces $(TRACE_ID) $(if $(SLOWEST),--slowest $(SLOWEST) --over-ms $(or $(OVER_MS),0))
 
 # memray on a live replica: make memprofile [DEPLOYMENT=Embedder] [SECONDS=10]
 memprofile: setup

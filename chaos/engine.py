@@ -256,8 +256,9 @@ def judge_loss(exp: Experiment, load: Load, result: Result, now: float) -> None:
     result.hung = load.hung(now)
     result.loss_bound = exp.loss.describe()
     if not exp.loss.allows(result.failed, result.sent):
+        got = ", ".join(f"{n} {status}" for status, n in load.failures().items())
         result.problems.append(f"{result.failed} of {result.sent} requests to {exp.load.route} failed "
-                               f"({result.hung} hung past {load.objective_s:g}s); "
+                               f"({got}; {result.hung} hung past {load.objective_s:g}s); "
                                f"the bound is {result.loss_bound}")
 
 

@@ -118,6 +118,13 @@ class Load:
             pending = len(self._in_flight)
             return len(self.outcomes) + pending, sum(o.lost for o in self.outcomes) + pending
 
+    def failures(self) -> dict[str, int]:
+        """What the lost requests got: an HTTP status, or no answer (timed out, refused, still pending)."""
+        with self._lock:
+            got = [str(o.status) if o.status else "no answer" for o in self.outcomes if o.lost]
+            got += ["no answer"] * len(self._in_flight)
+        return {k: got.count(k) for k in sorted(set(got))}
+
     def injected(self) -> int:
         with self._lock:
             return sum(o.injected for o in self.outcomes)

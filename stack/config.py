@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stack import ROOT
+from stack import ROOT, levers
 from stack.serving.settings import ApiLimits, Tenants  # what the Serve config passes replicas
 
 OPS_PATH = ROOT / "stack" / "ops.yaml"
@@ -34,6 +34,9 @@ class Listen(_Strict):
     gpu_exporter_port: int
     alert_receiver_port: int
     redis_port: int
+    # HAProxy's stats page and Prometheus exporter, where the haproxy_ingress lever is on (stack/levers.py).
+    haproxy_stats_port: int = 8404
+    haproxy_metrics_port: int = 9101
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
@@ -64,6 +67,16 @@ class Cluster(_Strict):
     gcs_fault_tolerance: bool = False  # GCS state in the local Redis (listen.redis_port)
     second_node_num_cpus: int = 4  # logical CPUs of the second node of `make up NODES=2`
     env: dict[str, str] = {}
+    # Ray's request-path levers this profile runs with (stack/levers.py; measured in docs/levers.md).
+    levers: list[str] = []
+
+    @field_validator("levers")
+    @classmethod
+    def _known_levers(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(levers.LEVERS))
+        if unknown:  # a misspelt lever would silently run the stack without it
+            raise ValueError(f"unknown levers {unknown}; have {', '.join(levers.LEVERS)}")
+        return value
 
 
 class Batching(_Strict):
@@ -83,6 +96,9 @@ class DeploymentOptions(_Strict):
     health_check_timeout_s: float | None = None
     graceful_shutdown_timeout_s: float | None = None
     ray_actor_options: dict[str, Any] | None = None
+    # Extra replicas during a rolling update, % of the target. Serve's default 0 stops the old replicas
+    # before starting new ones: a release whose replicas never start leaves nothing serving.
+    max_surge_percent: int | None = Field(default=None, ge=0, le=100)
     batching: Batching | None = None
     # Threads for torch inside the replica; sized to the cores the profile gives it.
     torch_threads: int | None = None
@@ -148,6 +164,10 @@ class LLMModel(_Strict):
     placement_group_config: dict[str, Any] | None = None
     engine_kwargs: dict[str, Any] = {}
     deployment: DeploymentOptions
+    # ray.serve.llm sends a stream's chunks in batches on this tick (None: Ray's 50 ms).
+    stream_batching_interval_ms: float | None = Field(default=None, ge=0)
+    # The first chunk at once, the rest batched (stack/serving/llm_server.py): TTFT without the tick.
+    first_chunk_at_once: bool = False
 
     def to_llm_config(self) -> dict[str, Any]:
         """A dict that ray.serve.llm.LLMConfig validates."""
@@ -161,6 +181,13 @@ class LLMModel(_Strict):
             cfg["accelerator_type"] = self.accelerator_type
         if self.placement_group_config:
             cfg["placement_group_config"] = self.placement_group_config
+        experimental: dict[str, Any] = {}
+        if self.stream_batching_interval_ms is not None:
+            experimental["stream_batching_interval_ms"] = self.stream_batching_interval_ms
+        if self.first_chunk_at_once:
+            experimental["serveops_first_chunk_at_once"] = True  # llm_server.FIRST_CHUNK_AT_ONCE
+        if experimental:
+            cfg["experimental_configs"] = experimental
         return cfg
 
 
@@ -205,6 +232,8 @@ class Observability(_Strict):
     # How long Prometheus waits for one scrape; RayScrapeSlow fires near it.
     scrape_timeout_s: float = Field(gt=0)
     evaluation_interval_s: int = Field(gt=0)
+    # The root ratio of Serve's ParentBasedTraceIdRatio: the share of requests the proxy traces. A
+    # client's sampled traceparent is kept at any ratio, 0 included.
     tracing_sampling_ratio: float = Field(ge=0, le=1)
     otlp_endpoint: str | None = None
     runbook_url_base: str
@@ -307,6 +336,7 @@ class BenchMode(_Strict):
     duration_s: float = Field(gt=0)  # each measured load run
     warmup_s: float = Field(ge=0)
     llm_prompts: int = Field(ge=1)  # vllm bench serve --num-prompts, per server
+    llm_ttft_prompts: int = Field(ge=1)  # TTFT runs at concurrency 1 (no queueing), per server and repeat
     repeats: int = Field(ge=1)  # load runs per figure, alternating sides where the setup allows
     chaos: Literal["all"] | list[str]  # experiments whose detection latency is measured
     fuzz_examples: int = Field(ge=1)  # generated requests per OpenAPI spec (loadtests/bench/fuzz.py)

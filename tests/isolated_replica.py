@@ -292,7 +292,7 @@ def no_ray() -> Iterator[None]:
 
     saved = auto_init_hook.enable_auto_connect, llm_app.build_llm_deployment
     auto_init_hook.enable_auto_connect = False
-    llm_app.build_llm_deployment = lambda llm_config: None
+    llm_app.build_llm_deployment = lambda llm_config, **_: None
     try:
         yield
     finally:

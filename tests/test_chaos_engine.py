@@ -377,9 +377,11 @@ def test_a_fault_an_action_marks_later_is_what_detection_counts_from(ops: OpsCon
 def test_rule_loss_over_the_bound_fails(ops: OpsConfig) -> None:
     assert run(ops, FakeStack(load=(40, 2, 0))).passed  # 5% of 40: two may fail
     result = run(ops, FakeStack(load=(40, 3, 0)))
-    assert result.problems == ["3 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 5.0%"]
+    assert result.problems == ["3 of 40 requests to /embed failed (3 no answer; 0 hung past 1s); "
+                               "the bound is <= 5.0%"]
     result = run(ops, FakeStack(), loss={"max_failed": 0})
-    assert result.problems == ["1 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 0"]
+    assert result.problems == ["1 of 40 requests to /embed failed (1 no answer; 0 hung past 1s); "
+                               "the bound is <= 0"]
 
 
 def test_hung_requests_are_reported_beside_the_loss(ops: OpsConfig) -> None:
@@ -492,4 +494,5 @@ def test_injected_errors_are_the_fault_not_its_cost(ops: OpsConfig) -> None:
     exp = Experiment.model_validate({**EXPERIMENT, "loss": {"max_failed": 0}})
     result, _ = engine.run(exp, ops, "short", fx)
     assert (result.sent, result.failed, result.injected) == (40, 1, 9)
-    assert result.problems == ["1 of 40 requests to /embed failed (0 hung past 1s); the bound is <= 0"]
+    # the injected 503s are the fault, not its cost: only the other 503 is named
+    assert result.problems == ["1 of 40 requests to /embed failed (1 503; 0 hung past 1s); the bound is <= 0"]

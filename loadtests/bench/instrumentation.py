@@ -1,20 +1,20 @@
-"""What instrumentation costs: the same routes with serveops' metrics and tracing (sampling 1.0) on
+"""What instrumentation costs: the same routes with serveops' metrics and tracing (the ops sampling) on
 and off. Switching needs a fresh head (the proxy reads tracing settings at start), so the runs go
 full, off, full (off, full again per further repeat): every off run sits between two full ones, and
-drift between them shows as noise.
+each repeat's ratio sets the off run against the mean of its two neighbours, so drift shows as spread.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import wrk
+from loadtests.bench import spread, wrk
 from stack.config import BenchMode, OpsConfig
 from stack.local import instrumentation, second_node
 from stack.serving.observability import switch
@@ -58,13 +58,7 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
         if side != instrumentation.running_mode():
             restart(side, log)
         runs[side].append(measure(ops, mode))
-    per_route = {}
-    for route in ops.bench.instrumentation_routes:
-        seen = {side: {"p50_ms": [r[route]["latency"]["p50_ms"] for r in runs[side]],
-                       "ok_per_s": [r[route]["throughput"]["ok_per_s"] for r in runs[side]]} for side in runs}
-        full, off = ({k: statistics.mean(v) for k, v in seen[side].items()} for side in ("full", "off"))
-        per_route[route] = {"latency_ratio": round(full["p50_ms"] / off["p50_ms"], 3),
-                            "throughput_ratio": round(full["ok_per_s"] / off["ok_per_s"], 3), "runs": seen}
+    per_route = {route: pair_ratios(runs, route) for route in ops.bench.instrumentation_routes}
     inputs = {"routes": ops.bench.instrumentation_routes,
               "order": ", ".join(order) + " (a fresh head each switch)",
               "full_means": "custom metrics, request observer, spans at sampling "
@@ -74,10 +68,35 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
               "duration_s": mode.duration_s, "warmup_s": mode.warmup_s, "load_generator": "wrk"}
     return {
         "instrumentation_latency_ratio": {
-            "value": max(r["latency_ratio"] for r in per_route.values()),
-            "inputs": {**inputs, "statistic": "p50 full / p50 off; the worst route"}, "per_route": per_route},
+            **spread.figure(worst(per_route, "latency_ratio", max)),
+            "inputs": {**inputs, "statistic": "p50 full / p50 off; the worst route, per repeat"},
+            "per_route": per_route},
         "instrumentation_throughput_ratio": {
-            "value": min(r["throughput_ratio"] for r in per_route.values()),
-            "inputs": {**inputs, "statistic": "requests/s full / off; the worst route"},
+            **spread.figure(worst(per_route, "throughput_ratio", min)),
+            "inputs": {**inputs, "statistic": "requests/s full / off; the worst route, per repeat"},
             "per_route": per_route},
     }
+
+
+def pair_ratios(runs: dict[str, list[dict[str, Any]]], route: str) -> dict[str, Any]:
+    """Per off run, full / off for one route, full being the mean of the full runs either side of it
+    (runs go full, off, full, ...: off run i sits between full runs i and i + 1)."""
+    seen = {side: {"p50_ms": [r[route]["latency"]["p50_ms"] for r in runs[side]],
+                   "ok_per_s": [r[route]["throughput"]["ok_per_s"] for r in runs[side]]} for side in runs}
+    if len(seen["full"]["p50_ms"]) != len(seen["off"]["p50_ms"]) + 1:
+        raise ValueError("every off run needs a full run on either side")
+
+    def ratios(key: str) -> list[float]:
+        full, off = seen["full"][key], seen["off"][key]
+        return [(full[i] + full[i + 1]) / 2 / off[i] for i in range(len(off))]
+
+    return {"latency_ratio": spread.figure(ratios("p50_ms")),
+            "throughput_ratio": spread.figure(ratios("ok_per_s")), "runs": seen}
+
+
+def worst(per_route: dict[str, dict[str, Any]], ratio: str,
+          pick: Callable[[list[float]], float]) -> list[float]:
+    """Per repeat, the worst route's ratio (pick: max for latency, min for throughput): the goal has to
+    hold for every route in every repeat."""
+    repeats = zip(*(r[ratio]["per_repeat"] for r in per_route.values()), strict=True)
+    return [pick(list(values)) for values in repeats]

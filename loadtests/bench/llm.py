@@ -1,9 +1,12 @@
 """The Serve LLM endpoint against vLLM's own OpenAI server: same model, engine settings and load.
 
 Both are driven by vLLM's serving benchmark (`vllm bench serve`, random prompts, ignore_eos), in
-alternating runs while the other server idles. The standalone server gets the engine arguments of
-the ops config and the thread binding the Serve engine actually runs with (Ray sets OMP_NUM_THREADS
-from the placement-group bundle; vLLM pins those threads to cores).
+alternating runs while the other server idles (who goes first swaps each repeat). The standalone server
+gets the engine arguments of the ops config and the thread binding the Serve engine actually runs with
+(Ray sets OMP_NUM_THREADS from the placement-group bundle; vLLM pins those threads to cores); if that
+binding cannot be read the section fails rather than compare with an unpinned server. Throughput is
+measured at bench.llm.concurrency; TTFT overhead at concurrency 1, so no queueing hides in it, and only
+against a baseline whose answers streamed token by token.
 """
 
 from __future__ import annotations
@@ -23,27 +26,58 @@ from typing import Any
 import httpx
 
 from loadtests import vllm_bench
-from loadtests.bench import cpu
+from loadtests.bench import cpu, spread
 from stack.config import BenchLlm, BenchMode, LLMModel, OpsConfig
 from stack.local.ray_head import local_pid
 from stack.serving.llm_app import resolve_source
 
 THREAD_ENV = ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY")
+ENGINE_PROCESSES = ("VLLM::Worker", "VLLM::EngineCore")
+# vllm bench's TPOT is (latency - TTFT) / (output tokens - 1): decode time per token when the answer
+# streams (milliseconds here). An answer sent in one burst has latency = TTFT, so TPOT near 0, and its
+# "TTFT" is the whole answer. 0.1 ms a token (10,000 tokens/s in one stream) is beyond any real decode.
+# Median ITL is no such test: the events of a streamed answer often share one read (a smoke run: ITL
+# 0.004 ms on both servers, TPOT 5 and 13.5 ms).
+STREAMED_TPOT_FLOOR_MS = 0.1
+
+
+def thread_env(environ: dict[str, str]) -> dict[str, str]:
+    """The engine's thread settings as the standalone server's env: OMP_NUM_THREADS, and its pinned cores."""
+    env = {}
+    if "OMP_NUM_THREADS" in environ:
+        env["OMP_NUM_THREADS"] = environ["OMP_NUM_THREADS"]
+    if "GOMP_CPU_AFFINITY" in environ:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = environ["GOMP_CPU_AFFINITY"]  # vLLM CPU's own binding setting
+    return env
 
 
 def serve_engine_threads() -> dict[str, str]:
-    """OMP_NUM_THREADS and the pinned cores of the Serve engine's worker, where it has them."""
-    pid = local_pid("VLLM::Worker") or local_pid("VLLM::EngineCore")
-    if pid is None:
-        return {}
-    items = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
-    found = dict(item.split("=", 1) for item in items if item.split("=", 1)[0] in THREAD_ENV)
-    env = {}
-    if "OMP_NUM_THREADS" in found:
-        env["OMP_NUM_THREADS"] = found["OMP_NUM_THREADS"]
-    if "GOMP_CPU_AFFINITY" in found:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = found["GOMP_CPU_AFFINITY"]  # vLLM CPU's own binding setting
+    """thread_env of the Serve engine's worker; RuntimeError naming what could not be read, since an
+    unpinned standalone server would run on every core against the engine's few."""
+    found = [(name, pid) for name in ENGINE_PROCESSES if (pid := local_pid(name)) is not None]
+    if not found:
+        raise RuntimeError("could not read the Serve vLLM engine's OMP_NUM_THREADS: no "
+                           f"{' or '.join(ENGINE_PROCESSES)} process on this machine (is the LLM app up?)")
+    name, pid = found[0]
+    try:
+        items = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError as err:
+        raise RuntimeError(f"could not read the Serve vLLM engine's OMP_NUM_THREADS: /proc/{pid}/environ "
+                           f"of {name}: {err}") from err
+    env = thread_env(dict(item.split("=", 1) for item in items if item.split("=", 1)[0] in THREAD_ENV))
+    if "OMP_NUM_THREADS" not in env:
+        raise RuntimeError(f"could not read the Serve vLLM engine's OMP_NUM_THREADS: /proc/{pid}/environ of "
+                           f"{name} has none; the standalone server would run unpinned")
     return env
+
+
+def require_streamed(run: dict[str, Any], what: str) -> None:
+    """RuntimeError unless the run's answers streamed token by token (see STREAMED_TPOT_FLOOR_MS)."""
+    tpot = run.get("median_tpot_ms")
+    if tpot is None or tpot < STREAMED_TPOT_FLOOR_MS:
+        raise RuntimeError(f"{what} did not stream: median TPOT {tpot} ms, under the floor of "
+                           f"{STREAMED_TPOT_FLOOR_MS} ms, so its answers arrived in one burst and its TTFT "
+                           "is the whole answer; a TTFT comparison against it would be invalid")
 
 
 def engine_flags(engine_kwargs: dict[str, Any]) -> list[str]:
@@ -100,7 +134,8 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
             proc.wait()
 
 
-def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, result_dir: Path) -> dict[str, Any]:
+def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, concurrency: int,
+          result_dir: Path) -> dict[str, Any]:
     """One `vllm bench serve` run; its figures and the CPU each process group spent per output token."""
     before = cpu.snapshot()
     result = vllm_bench.run([
@@ -108,7 +143,7 @@ def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, result_dir: Pa
         "--model", model.model_id, "--tokenizer", resolve_source(model.model_source),
         "--dataset-name", "random", "--random-input-len", str(llm.input_tokens),
         "--random-output-len", str(llm.output_tokens), "--ignore-eos", "--num-prompts", str(prompts),
-        "--max-concurrency", str(llm.concurrency), "--num-warmups", str(llm.concurrency), "--seed", "0",
+        "--max-concurrency", str(concurrency), "--num-warmups", str(concurrency), "--seed", "0",
         "--disable-tqdm", "--result-dir", str(result_dir),
     ])
     if result.get("failed") or result.get("completed") != prompts:
@@ -117,9 +152,24 @@ def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, result_dir: Pa
     keep = ("completed", "duration", "total_output_tokens", "output_throughput", "request_throughput",
             "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "median_itl_ms")
     # vLLM's figures are numpy scalars: plain floats, so comparisons give bools JSON can write.
-    return {**{k: round(float(result[k]), 3) for k in keep if k in result},
+    return {**{k: round(float(result[k]), 3) for k in keep if k in result}, "concurrency": concurrency,
             "cpu_ms_per_output_token": cpu.per_request_ms(before, cpu.snapshot(),
                                                           result["total_output_tokens"])}
+
+
+def ttft_figure(serve_c1: list[dict[str, Any]], vllm_c1: list[dict[str, Any]],
+                serve_at: list[dict[str, Any]], vllm_at: list[dict[str, Any]]) -> dict[str, Any]:
+    """p50 TTFT, Serve minus vLLM, per repeat: at concurrency 1 the figure; at the throughput
+    concurrency (where queueing adds to both) a field of its own."""
+    def diffs(serve: list[dict[str, Any]], vllm: list[dict[str, Any]]) -> list[float]:
+        return [s["median_ttft_ms"] - v["median_ttft_ms"] for s, v in zip(serve, vllm, strict=True)]
+
+    return {**spread.figure(diffs(serve_c1, vllm_c1), digits=1),
+            "serve_p50_ttft_ms": [r["median_ttft_ms"] for r in serve_c1],
+            "vllm_p50_ttft_ms": [r["median_ttft_ms"] for r in vllm_c1],
+            "at_throughput_concurrency": {**spread.figure(diffs(serve_at, vllm_at), digits=1),
+                                          "serve_p50_ttft_ms": [r["median_ttft_ms"] for r in serve_at],
+                                          "vllm_p50_ttft_ms": [r["median_ttft_ms"] for r in vllm_at]}}
 
 
 def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown: bool) -> dict[str, Any]:
@@ -127,35 +177,50 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
     model = ops.profile(profile).llm.models[0]
     threads = serve_engine_threads()
     env = {**ops.profile(profile).cluster.env, **threads}
-    serve_runs, vllm_runs = [], []
+    # Per side: runs at the throughput concurrency, and TTFT runs at concurrency 1.
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {side: {"at": [], "c1": []}
+                                                        for side in ("serve", "vllm")}
     with standalone(ops, model, env, out / "vllm-server.log") as url:
-        for _ in range(mode.repeats):
-            serve_runs.append(bench(ops.listen.serve_url, model, llm, mode.llm_prompts, out))
-            vllm_runs.append(bench(url, model, llm, mode.llm_prompts, out))
+        urls = {"serve": ops.listen.serve_url, "vllm": url}
+        for repeat in range(mode.repeats):
+            # Who goes first swaps each repeat, so drift over the section does not favour one side.
+            sides = ("serve", "vllm") if repeat % 2 == 0 else ("vllm", "serve")
+            for key, prompts, concurrency in (("at", mode.llm_prompts, llm.concurrency),
+                                              ("c1", mode.llm_ttft_prompts, 1)):
+                for side in sides:
+                    run = bench(urls[side], model, llm, prompts, concurrency, out)
+                    if side == "vllm":
+                        require_streamed(run, f"vLLM's own server (baseline) at concurrency {concurrency}")
+                    runs[side][key].append(run)
+    serve_runs, vllm_runs = runs["serve"]["at"], runs["vllm"]["at"]
     serve_tok = statistics.mean(r["output_throughput"] for r in serve_runs)
     vllm_tok = statistics.mean(r["output_throughput"] for r in vllm_runs)
-    ttft = statistics.mean(s["median_ttft_ms"] - v["median_ttft_ms"]
-                           for s, v in zip(serve_runs, vllm_runs, strict=True))
+    ratios = [s["output_throughput"] / v["output_throughput"]
+              for s, v in zip(serve_runs, vllm_runs, strict=True)]
     inputs = {"model": model.model_id, "engine_kwargs": model.engine_kwargs,
               "concurrency": llm.concurrency, "input_tokens": llm.input_tokens,
               "output_tokens": llm.output_tokens, "prompts": mode.llm_prompts, "repeats": mode.repeats,
               "endpoint": "/v1/completions, streamed", "standalone_thread_env": threads,
+              "order": "throughput runs, then TTFT runs; serve first in even repeats, vLLM first in odd",
               "load_generator": "vllm bench serve (random dataset, ignore_eos)"}
     result: dict[str, Any] = {
-        "llm_throughput_ratio": {"value": round(serve_tok / vllm_tok, 3), "inputs": inputs,
+        "llm_throughput_ratio": {**spread.figure(ratios), "inputs": inputs,
                                  "serve_output_tok_per_s": round(serve_tok, 1),
                                  "vllm_output_tok_per_s": round(vllm_tok, 1),
                                  "serve_runs": serve_runs, "vllm_runs": vllm_runs},
-        "ttft_overhead_ms": {"value": round(ttft, 1), "inputs": inputs,
-                             "serve_p50_ttft_ms": [r["median_ttft_ms"] for r in serve_runs],
-                             "vllm_p50_ttft_ms": [r["median_ttft_ms"] for r in vllm_runs]},
+        "ttft_overhead_ms": {
+            **ttft_figure(runs["serve"]["c1"], runs["vllm"]["c1"], serve_runs, vllm_runs),
+            "inputs": {**inputs, "concurrency": 1, "prompts": mode.llm_ttft_prompts,
+                       "throughput_concurrency": llm.concurrency, "throughput_prompts": mode.llm_prompts,
+                       "baseline_streamed": f"median TPOT >= {STREAMED_TPOT_FLOOR_MS} ms in every vLLM run"},
+            "serve_runs": runs["serve"]["c1"], "vllm_runs": runs["vllm"]["c1"]},
     }
     if breakdown:
         # ray.serve.llm runs vLLM's multiprocess executor on CPU (the engine core and a separate worker);
         # vLLM alone runs the worker in the engine core. The same server with mp splits the gap in two.
         with standalone(ops, model, env, out / "vllm-server-mp.log",
                         extra=("--distributed-executor-backend", "mp")) as url:
-            mp = bench(url, model, llm, mode.llm_prompts, out)
+            mp = bench(url, model, llm, mode.llm_prompts, llm.concurrency, out)
         result["llm_throughput_ratio"]["vllm_mp_executor"] = {
             "output_tok_per_s": mp["output_throughput"], "median_ttft_ms": mp["median_ttft_ms"],
             "serve_ratio_to_it": round(serve_tok / mp["output_throughput"], 3)}

@@ -18,26 +18,30 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import stack_client
-from loadtests.bench import detection, embed, fuzz, instrumentation, llm, results
+from loadtests.bench import detection, embed, fuzz, instrumentation, levers, llm, results
 from stack import ROOT
 from stack.config import BenchMode, load
 from stack.profile import select
 
-# fuzz before instrumentation and detection: those restart the stack and inject faults.
-SECTIONS = ("embed", "llm", "fuzz", "instrumentation", "detection")
+# fuzz before instrumentation and detection: those restart the stack and inject faults. levers last:
+# it restarts the stack once per lever, and gives the figures above their no-lever baseline.
+SECTIONS = ("embed", "llm", "fuzz", "instrumentation", "detection", "levers")
+SMOKE_SKIPS = ("levers",)  # a fresh stack per lever: the full run's, or ONLY=levers
 # The figures each section fills, so a failed section still names what it owed.
 OWES = {"embed": ("bert_serve_efficiency", "batching_gain", "texts_efficiency"),
         "llm": ("llm_throughput_ratio", "ttft_overhead_ms"),
         "fuzz": ("fuzz_server_errors", "fuzz_contract_violations"),
         "instrumentation": ("instrumentation_latency_ratio", "instrumentation_throughput_ratio"),
-        "detection": ("detection_latency_s",)}
+        "detection": ("detection_latency_s",),
+        "levers": ("levers",)}
 
 
 def settings(env: dict[str, str] | os._Environ) -> tuple[str, list[str]]:
     mode = env.get("BENCH", "").strip() or "full"
     if mode not in ("full", "smoke"):
         raise SystemExit(f"BENCH={mode!r}: expected full or smoke")
-    only = [s.strip() for s in env.get("ONLY", "").split(",") if s.strip()] or list(SECTIONS)
+    only = [s.strip() for s in env.get("ONLY", "").split(",") if s.strip()] or [
+        s for s in SECTIONS if mode == "full" or s not in SMOKE_SKIPS]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         raise SystemExit(f"ONLY: unknown sections {unknown}; have {', '.join(SECTIONS)}")
@@ -48,7 +52,8 @@ def gpu_figure(figures: dict[str, Any], device: str, card: str | None) -> dict[s
     if not device.startswith("cuda"):
         return {"value": None, "skipped": "no GPU on this machine (torch sees no CUDA device)"}
     texts = figures["texts_efficiency"]
-    return {"value": texts["value"], "card": card, "inputs": texts["inputs"]}
+    return {"value": texts["value"], "card": card, "inputs": texts["inputs"],
+            **{k: texts[k] for k in ("per_repeat", "spread") if k in texts}}
 
 
 def main() -> int:
@@ -66,6 +71,7 @@ def main() -> int:
         "fuzz": lambda: fuzz.figures(ops, profile, mode),
         "instrumentation": lambda: instrumentation.figures(ops, mode, out),
         "detection": lambda: detection.figures(ops, mode, out),
+        "levers": lambda: levers.figures(ops, profile, mode, out),
     }
     failed = []
     for section in sections:
@@ -82,6 +88,7 @@ def main() -> int:
             device = figures["texts_efficiency"]["raw"]["device"]
             figures["gpu_texts_efficiency"] = gpu_figure(figures, device, doc["machine"]["gpu"])
         doc.update(figures)
+        levers.baselines(doc)
         doc.setdefault("section_seconds", {})[section] = round(time.monotonic() - started, 1)
         results.judge(doc, ops.bench.goals)
         results.write(out, doc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stack import serve_config
+from stack import levers, serve_config
 from stack.config import OpsConfig
 from stack.k8s import IMAGE, PROFILE, RAY_VERSION, RAYSERVICE, labels, metadata, promtail, redis, sizing
 from stack.local import gcs_store, ray_head
@@ -41,6 +41,10 @@ def ray_env(ops: OpsConfig) -> list[dict[str, str]]:
     fault-tolerance variables from gcsFaultToleranceOptions, so the local Redis address is dropped.
     """
     cluster = ops.profile(PROFILE).cluster
+    local_only = [n for n in cluster.levers if levers.LEVERS[n].needs_listen_env]
+    if local_only:  # the wrapper and Ray's binary are paths on this machine, not in the image
+        raise ValueError(f"levers {local_only} are for the local stack only so far; the {PROFILE} profile "
+                         "that the manifests use cannot run them")
     env = ray_head.head_env(ops, cluster, base={})
     for key in gcs_store.ray_env(ops):
         env.pop(key, None)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, prom, serve_config
+from stack import ROOT, levers, prom, serve_config
 from stack.config import Cluster, OpsConfig, load
 from stack.local import (
     daemons,
@@ -59,6 +59,10 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> i
         if switch.mode() != instrumentation.running_mode():
             print(f"{switch.ENV}={switch.mode()} takes effect on a fresh head (this one runs "
                   f"{instrumentation.running_mode()}): run `make down` first", file=sys.stderr)
+        wanted = ",".join(levers.chosen(profile.cluster.levers)) or levers.NONE
+        if wanted != instrumentation.running_levers():
+            print(f"levers {wanted} take effect on a fresh head (this one runs "
+                  f"{instrumentation.running_levers()}): run `make down` first", file=sys.stderr)
     else:
         print(f"starting Ray head (profile {profile_name}) at {listen.gcs_address}")
         if profile.cluster.gcs_fault_tolerance:
@@ -154,6 +158,7 @@ def status(ops: OpsConfig) -> int:
         print(f"Prometheus: not answering ({err})")
         return 1
     print(f"instrumentation: {instrumentation.running_mode()}")
+    print(f"levers: {instrumentation.running_levers()}")
     print(f"firing alerts: {len(firing) or 'none'}")
     for alert in firing:
         labels = alert["labels"]

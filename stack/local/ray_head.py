@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from stack import levers
 from stack.config import Cluster, Listen, OpsConfig
 from stack.local import daemons, gcs_store, instrumentation
 from stack.serving.observability import switch
@@ -93,6 +94,10 @@ def head_env(ops: OpsConfig, cluster: Cluster, base: dict[str, str] | None = Non
         env.pop("RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH", None)
     if cluster.gcs_fault_tolerance:
         env.update(gcs_store.ray_env(ops))
+    listen = ops.listen
+    env[levers.ENV] = ",".join(levers.chosen(cluster.levers, base)) or levers.NONE
+    env.update(levers.ray_env(levers.parse(env[levers.ENV]), listen.host, listen.haproxy_stats_port,
+                              listen.haproxy_metrics_port))
     if memory_profiling_requested(base):
         env["RAY_SERVE_ENABLE_MEMORY_PROFILING"] = "1"
     return env
@@ -113,6 +118,7 @@ def start(ops: OpsConfig, cluster: Cluster, log: Path) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"`ray start` failed (exit {proc.returncode}); see {log}")
     instrumentation.record(env[switch.ENV])
+    instrumentation.record_levers(env[levers.ENV])
 
 
 def cmdlines() -> Iterator[tuple[int, str]]:

@@ -40,6 +40,7 @@ from vllm.exceptions import VLLMValidationError
 
 from stack.serving import api_errors
 from stack.serving.http_api import harden
+from stack.serving.llm_server import LLMServer
 from stack.serving.models import PROJECT_ROOT
 from stack.serving.observability import switch
 from stack.serving.observability.logs import install_trace_log_filter
@@ -246,7 +247,9 @@ def build_app(args: dict[str, Any]):
         bounded_ingress(request_models(limits)), endpoint_map=ENDPOINTS, app=fastapi_app
     )
     return serve.deployment(ingress, **options).bind(
-        llm_deployments={c.model_id: build_llm_deployment(c) for c in configs},
+        # Our LLMServer (Ray's, with the first chunk at once where configured); Ray's name prefix.
+        llm_deployments={c.model_id: build_llm_deployment(c, name_prefix="LLMServer:",
+                                                          deployment_cls=LLMServer) for c in configs},
         model_cards={c.model_id: to_model_metadata(c.model_id, c) for c in configs},
         max_model_lens={c.model_id: int(c.engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN))
                         for c in configs},

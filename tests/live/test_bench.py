@@ -36,7 +36,10 @@ def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
         assert doc[name]["inputs"], name
     for name, goal in live_stack.bench.goals.items():
         if doc[name]["value"] is not None:
-            assert doc[name]["goal"] == str(goal) and doc[name]["met"] == goal.met(doc[name]["value"]), name
+            figure = doc[name]
+            assert figure["goal"] == str(goal) and figure["met"] == (figure["verdict"] == "met"), name
+            # met only when every repeat meets the goal (spread.py); noisy or missed otherwise
+            assert figure["met"] <= all(goal.met(v) for v in figure["per_repeat"]), name
     assert isinstance(doc["ttft_overhead_ms"]["value"], float)
 
     embed = doc["bert_serve_efficiency"]["runs"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import httpx
@@ -33,9 +34,13 @@ def _lines(path: Path) -> list[str]:
 
 
 def test_promtail_extracts_every_field_from_a_request_line(http: httpx.Client) -> None:
-    r = http.post("/embed", json={"text": "promtail"})
+    # Sampled, whatever the stack's ratio: Serve's access log line carries the trace id of the replica
+    # span it writes under, and an unsampled request has none current there.
+    trace_id = secrets.token_hex(16)
+    r = http.post("/embed", json={"text": "promtail"},
+                  headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
     assert r.status_code == 200, r.text
-    trace_id = r.headers[TRACE_HEADER]
+    assert r.headers[TRACE_HEADER] == trace_id
     # Serve buffers replica log records for a moment before writing them.
     line = eventually(lambda: newest_line_with(trace_id, "replica_embed_*.log"), timeout_s=30)
     assert line, f"no replica log line with trace_id {trace_id} under {RAY_LOGS / 'serve'}"

@@ -1,8 +1,13 @@
-"""One /classify request carrying a client traceparent gives one trace: Ray's spans and ours, linked."""
+"""One /classify request carrying a client traceparent gives one trace: Ray's spans and ours, linked.
+
+The stack samples observability.tracing_sampling_ratio of requests (0.01 by default), so every request
+here that expects spans sends a sampled traceparent (flags 01), which Serve keeps at any ratio.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -60,6 +65,51 @@ def test_classify_trace(http: httpx.Client) -> None:
         node = parents[node]
         chain.append(node)
     assert by_name["pipeline.classify"]["span_id"] in chain
+
+
+def test_sampled_traceparent_gets_the_whole_tree_at_the_stacks_ratio(http: httpx.Client, live_stack) -> None:
+    """Whatever the ratio: the proxy's span under the client's, routing, a replica span per hop, ours."""
+    ratio = live_stack.observability.tracing_sampling_ratio
+    trace_id, client_span, r = traced_post(http, "/classify", {"text": "Sampled by the client."})
+    assert r.headers[TRACE_HEADER] == trace_id
+    # Serve names its spans "<kind> <deployment> ..." once it knows them.
+    hops = ("Pipeline", "Preprocessor", "Classifier", "Embedder", "Postprocessor")
+    want = {"proxy_http_request", "route_to_replica", *(f"replica_handle_request {d} " for d in hops),
+            "pipeline.preprocess", "pipeline.classify", "pipeline.postprocess", "embed.batch"}
+
+    def missing(spans: list[dict]) -> set[str]:
+        return {w for w in want if not any(s["name"].startswith(w) for s in spans)}
+
+    def whole() -> list[dict]:
+        # Each process flushes on its own: wait until every parent but the client's is in too.
+        spans = load_trace(trace_id, trace_dir())
+        ids = {s["span_id"] for s in spans} | {client_span}
+        return spans if not missing(spans) and all(s["parent_span_id"] in ids for s in spans) else []
+
+    spans = eventually(whole, 30) or load_trace(trace_id, trace_dir())
+    assert not missing(spans), f"ratio {ratio}: no {sorted(missing(spans))} in {[s['name'] for s in spans]}"
+    roots = [s for s in spans if s["parent_span_id"] == client_span]
+    assert [s["name"].split()[0] for s in roots] == ["proxy_http_request"], roots
+    ids = {s["span_id"] for s in spans}
+    assert all(s["parent_span_id"] in ids for s in spans if s not in roots), spans
+
+
+def test_every_response_names_a_trace(http: httpx.Client) -> None:
+    """Sampled or not, every response has x-trace-id; a client's unsampled traceparent keeps its id."""
+    ids = []
+    for _ in range(2):
+        r = http.post("/classify", json={"text": "No traceparent."})
+        assert r.status_code == 200, r.text
+        ids.append(r.headers[TRACE_HEADER])
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) and i != "0" * 32 for i in ids) and ids[0] != ids[1], ids
+    client_trace = secrets.token_hex(16)
+    r = http.post("/classify", json={"text": "Not sampled by the client."},
+                  headers={"traceparent": f"00-{client_trace}-{secrets.token_hex(8)}-00"})
+    assert r.status_code == 200, r.text
+    named = r.headers[TRACE_HEADER]
+    # Serve routes an unsampled request on without its context and samples the replica's root again,
+    # at the ratio: then the response names that new, recorded trace instead.
+    assert named == client_trace or eventually(lambda: load_trace(named, trace_dir()), 30), named
 
 
 def test_llm_request_span(http: httpx.Client, model_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stack.serving.observability.metrics import metrics, outcome, route_label
-from stack.serving.observability.tracing import TRACE_HEADER, current_trace_id
+from stack.serving.observability.tracing import TRACE_HEADER, request_trace
 
 
 class RequestObserver:
@@ -18,21 +18,21 @@ class RequestObserver:
             return
         # The same dict travels in every copy of the scope, so api_errors.mark_error can fill it.
         state = scope.setdefault("state", {})
-        trace_id = current_trace_id()
         status = 500
+        # Every request gets an id, sampled or not; only a sampled one has spans (tracing.request_trace).
+        with request_trace(scope.get("headers", ())) as trace_id:
 
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if trace_id:
+            async def observed_send(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
                     header = (TRACE_HEADER.encode(), trace_id.encode())
                     message["headers"] = [*message.get("headers", []), header]
-            await send(message)
+                await send(message)
 
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            error_class = state.get("error_class") or ("none" if status < 400 else f"http_{status}")
-            metrics().requests.inc(tags={"route": route_label(scope["path"]), "outcome": outcome(status),
-                                         "error_class": error_class})
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                error_class = state.get("error_class") or ("none" if status < 400 else f"http_{status}")
+                metrics().requests.inc(tags={"route": route_label(scope["path"]), "outcome": outcome(status),
+                                             "error_class": error_class})

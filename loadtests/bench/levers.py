@@ -1,0 +1,276 @@
+"""`make bench` levers: each of Ray's request-path levers alone, and the kept set, against no levers.
+
+A head lever (stack/levers.py) takes a fresh stack (SERVEOPS_LEVERS at `make up`); an LLM lever of the
+Serve config (first_chunk_at_once) is rolled out on the no-lever stack. Every configuration is measured
+the same way, in one run: /embed at saturation (req/s, p50/p99, the mean batch, CPU ms per request per
+process group, and req/s over raw MiniLM at that batch with the replica's threads), /classify one
+request at a time and at the throughput concurrency, and the LLM's output tok/s at the bench's LLM
+concurrency and p50 TTFT one request at a time. The stack is left with the ops config's levers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtests.bench import cpu, embed, llm, pyspy, raw_bert, wrk
+from stack import levers
+from stack.config import BenchMode, OpsConfig
+from stack.local import instrumentation, rollout, second_node
+from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
+
+BASELINE = levers.NONE
+LLM_LEVER = "first_chunk_at_once"  # a Serve-config lever: rolled out, no restart
+
+
+def configurations(kept: list[str]) -> list[str]:
+    """No levers, each head lever alone, the kept set (if it is not one of those), the LLM lever."""
+    configs = [BASELINE, *levers.LEVERS]
+    kept_name = ",".join(kept) or BASELINE
+    if kept_name not in configs:
+        configs.append(kept_name)
+    return [*configs, LLM_LEVER]
+
+
+def restart(chosen: str, log: Path) -> None:
+    """`make down`, then `make up` with SERVEOPS_LEVERS=chosen (and the second node, if one ran)."""
+    env = {**os.environ, levers.ENV: chosen, **({"NODES": "2"} if second_node.exists() else {})}
+    with log.open("a") as out:
+        for action in ("down", "up"):
+            out.write(f"\n== stack.local.cluster {action} ({levers.ENV}={chosen})\n")
+            out.flush()
+            proc = subprocess.run([sys.executable, "-m", "stack.local.cluster", action], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"stack.local.cluster {action} with {levers.ENV}={chosen} exited "
+                                   f"{proc.returncode}; see {log}")
+
+
+def with_first_chunk(config: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(config)
+    app = next(a for a in out["applications"] if a["name"] == "llm")
+    for model in app["args"]["llm_configs"]:
+        model.setdefault("experimental_configs", {})[FIRST_CHUNK_AT_ONCE] = True
+    return out
+
+
+class Measure:
+    """One configuration's figures; raw MiniLM per batch size is measured once per bench run."""
+
+    def __init__(self, ops: OpsConfig, profile: str, mode: BenchMode, out: Path) -> None:
+        self.ops, self.profile, self.mode, self.out = ops, profile, mode, out
+        options = ops.profile(profile).deployment(embed.APP, embed.DEPLOYMENT)
+        assert options.batching and options.max_ongoing_requests
+        self.connections = min(2 * options.batching.max_batch_size, options.max_ongoing_requests)
+        self.threads, _ = embed.replica_torch_threads(options, ops.profile(profile).cluster.env)
+        self.raw: dict[int, float] = {}
+
+    def raw_at(self, batch: int) -> float:
+        if batch not in self.raw:
+            text = self.ops.bench.embed_text
+            self.raw[batch] = raw_bert.throughput([text], batch, min(self.mode.duration_s, 10),
+                                                  self.threads)["texts_per_s"]
+        return self.raw[batch]
+
+    def embed(self) -> dict[str, Any]:
+        run = embed.saturate(self.ops, {"text": self.ops.bench.embed_text}, self.connections, self.mode)
+        batch = max(1, round(run["mean_batch_size"]))
+        return {"ok_per_s": run["ok_per_s"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
+                "failed": run["failed"], "mean_batch_size": run["mean_batch_size"],
+                "efficiency": round(run["ok_per_s"] / self.raw_at(batch), 3),
+                "cpu_ms_per_request": run["cpu_ms_per_request"]}
+
+    def classify(self) -> dict[str, Any]:
+        bench, mode = self.ops.bench, self.mode
+        url, body = f"{self.ops.listen.serve_url}/classify", json.dumps({"text": bench.embed_text})
+        wrk.run(url, body, bench.throughput_concurrency, mode.warmup_s)
+        one = wrk.run(url, body, bench.latency_concurrency, mode.duration_s)
+        before = cpu.snapshot()
+        many = wrk.run(url, body, bench.throughput_concurrency, mode.duration_s)
+        return {"p50_ms_c1": one.p50_ms, "p99_ms_c1": one.p99_ms, "ok_per_s": round(many.ok_per_s, 2),
+                "p50_ms": many.p50_ms, "p99_ms": many.p99_ms, "failed": many.failed,
+                "cpu_ms_per_request": cpu.per_request_ms(before, cpu.snapshot(), many.requests)}
+
+    def llm(self) -> dict[str, Any]:
+        model, bench = self.ops.profile(self.profile).llm.models[0], self.ops.bench.llm
+        url, out = self.ops.listen.serve_url, self.out / "llm"
+        at = llm.bench(url, model, bench, self.mode.llm_prompts, bench.concurrency, out)
+        one = llm.bench(url, model, bench, self.mode.llm_ttft_prompts, 1, out)
+        return {"output_tok_per_s": at["output_throughput"], "p50_ttft_ms": at["median_ttft_ms"],
+                "p50_ttft_ms_c1": one["median_ttft_ms"], "p99_ttft_ms_c1": one["p99_ttft_ms"],
+                "cpu_ms_per_output_token": at["cpu_ms_per_output_token"]}
+
+    def all(self) -> dict[str, Any]:
+        return {"contracts": contracts(self.ops, self.profile), "/embed": self.embed(),
+                "/classify": self.classify(), "llm": self.llm()}
+
+
+def contracts(ops: OpsConfig, profile: str) -> dict[str, str]:
+    """The contracts a lever must keep, probed on its stack: 'ok', or what broke. The test suite is
+    the full proof; this says in the bench table which lever would fail it, and why."""
+    url, model = ops.listen.serve_url, ops.profile(profile).llm.models[0].model_id
+    chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    probes = {
+        # Serve decodes these headers as UTF-8 before the app; the error contract wants a 400 naming it.
+        "bad header: 400 JSON": ("POST", "/predict", {"serve_multiplexed_model_id": b"\xff\xfe"},
+                                 {"features": [0.1]}, 400),
+        "bad body: 4xx JSON": ("POST", "/embed", {}, {"text": 7}, 422),
+        "unknown route: 404 JSON": ("GET", "/no-such-route", {}, None, 404),
+        "chat: 200": ("POST", "/v1/chat/completions", {}, chat, 200),
+    }
+    found = {}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for name, (method, path, headers, body, want) in probes.items():
+            try:
+                r = client.request(method, path, headers=headers, json=body)
+                is_json = r.headers.get("content-type", "").startswith("application/json")
+                found[name] = "ok" if r.status_code == want and is_json else (
+                    f"{r.status_code} {r.headers.get('content-type', '')}: {r.text[:80]!r}")
+            except httpx.HTTPError as err:
+                found[name] = f"{type(err).__name__}: {err}"
+    # The LLM SLOs read Serve's request counter per route: it must still name the route, not "/".
+    deadline = time.monotonic() + 30
+    while True:
+        text = httpx.get(f"{ops.listen.metrics_url}/metrics", timeout=30).text
+        if 'route="/v1/chat/completions"' in text or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    found["Serve's HTTP metrics per route"] = "ok" if 'route="/v1/chat/completions"' in text else (
+        "no ray_serve_* series with route=/v1/chat/completions")
+    return found
+
+
+def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path) -> dict[str, Any]:
+    kept = levers.chosen(ops.profile(profile).cluster.levers, {})
+    kept_name = ",".join(kept) or BASELINE
+    log, measure = out / "levers-restarts.log", Measure(ops, profile, mode, out)
+    seen: dict[str, Any] = {}
+    try:
+        for config in configurations(kept):
+            head = BASELINE if config == LLM_LEVER else config
+            if instrumentation.running_levers() != head:
+                restart(head, log)
+            print(f"bench: levers: {config}", flush=True)
+            if config == LLM_LEVER:
+                deployed = rollout.read(rollout.DEPLOYED)
+                rollout.roll_out(ops, with_first_chunk(deployed))
+                try:
+                    seen[config] = {"llm": measure.llm()}
+                finally:
+                    rollout.roll_out(ops, deployed)
+            else:
+                seen[config] = measure.all()
+    finally:
+        if instrumentation.running_levers() != kept_name:
+            restart(kept_name, log)
+    # Where the kept stack's CPU goes on /embed at saturation: py-spy on the busiest process of the
+    # groups that spent the most per request.
+    spent = seen.get(kept_name, {}).get("/embed", {}).get("cpu_ms_per_request", {})
+    groups = [g for g in spent if g not in ("all", "other")][:3]
+    url, body = f"{ops.listen.serve_url}/embed", json.dumps({"text": ops.bench.embed_text})
+    profiled = pyspy.profile_groups(groups, mode.duration_s, out / "profiles",
+                                      lambda s: wrk.run(url, body, measure.connections, s))
+    return {"levers": {"kept": kept_name, "configs": seen, "compared": compare(seen), "profile": profiled,
+                       "inputs": {"embed_connections": measure.connections,
+                                  "torch_threads_raw": measure.threads,
+                                  "classify_concurrency": [ops.bench.latency_concurrency,
+                                                           ops.bench.throughput_concurrency],
+                                  "llm_concurrency": ops.bench.llm.concurrency,
+                                  "llm_prompts": [mode.llm_prompts, mode.llm_ttft_prompts],
+                                  "duration_s": mode.duration_s, "order": " -> ".join(seen),
+                                  "restarts_log": str(log)}}}
+
+
+# Per measure: where it sits in a configuration's figures, and whether higher is better.
+MEASURES = {
+    "/embed req/s": (("/embed", "ok_per_s"), True),
+    "/embed efficiency": (("/embed", "efficiency"), True),
+    "/embed p99 ms": (("/embed", "p99_ms"), False),
+    "/classify p50 ms (c=1)": (("/classify", "p50_ms_c1"), False),
+    "/classify req/s": (("/classify", "ok_per_s"), True),
+    "LLM tok/s": (("llm", "output_tok_per_s"), True),
+    "LLM p50 TTFT ms (c=1)": (("llm", "p50_ttft_ms_c1"), False),
+}
+
+
+def _get(figures: dict[str, Any], path: tuple[str, str]) -> float | None:
+    value = figures.get(path[0], {}).get(path[1])
+    return None if value is None else float(value)
+
+
+def compare(seen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each configuration against no levers: per measure the value and its ratio to the baseline."""
+    base = seen.get(BASELINE, {})
+    out: dict[str, dict[str, Any]] = {}
+    for config, figures in seen.items():
+        row = {}
+        for name, (path, _) in MEASURES.items():
+            value, was = _get(figures, path), _get(base, path)
+            if value is None:
+                continue
+            row[name] = {"value": value, "ratio": round(value / was, 3) if was else None}
+        out[config] = row
+    return out
+
+
+def wins(row: dict[str, Any]) -> list[str]:
+    """The measures a configuration improves on no levers by more than 5% (noise on this box is ~3%)."""
+    better = []
+    for name, (_, higher) in MEASURES.items():
+        ratio = row.get(name, {}).get("ratio")
+        if ratio is not None and (ratio > 1.05 if higher else ratio < 0.95):
+            better.append(name)
+    return better
+
+
+def broken_contracts(figures: dict[str, Any]) -> list[str]:
+    return [f"{name}: {got}" for name, got in figures.get("contracts", {}).items() if got != "ok"]
+
+
+def markdown(section: dict[str, Any]) -> str:
+    compared = section["compared"]
+    header = " | ".join(["configuration", *MEASURES, "CPU ms per /embed request (top groups)",
+                         "better by >5%", "contracts"])
+    rows = [f"| {header} |", "|---|" + "---|" * (len(MEASURES) + 3)]
+    for config, row in compared.items():
+        cells = []
+        for name in MEASURES:
+            got = row.get(name)
+            cells.append("" if got is None else f"{got['value']:g}" + (
+                f" ({got['ratio']:g}x)" if got["ratio"] is not None and config != BASELINE else ""))
+        cpu_ms = section["configs"][config].get("/embed", {}).get("cpu_ms_per_request", {})
+        groups = ", ".join(f"{k} {v:g}" for k, v in cpu_ms.items())
+        kept = " (kept)" if config == section["kept"] else ""
+        broken = broken_contracts(section["configs"][config])
+        rows.append(f"| {config}{kept} | " + " | ".join(cells) + f" | {groups} | "
+                    + (", ".join(wins(row)) or "-") + " | " + ("; ".join(broken) or "ok") + " |")
+    for group, found in section.get("profile", {}).items():
+        top = ", ".join(f"{f['function']} {f['share']:.0%}" for f in found.get("top", [])[:6])
+        rows.append(f"\npy-spy, {group} (pid {found['pid']}), kept stack, /embed at saturation: "
+                    + (top or found.get("error", "no samples")))
+    return "\n".join(rows) + "\n"
+
+
+def baselines(doc: dict[str, Any]) -> None:
+    """The goal figures as they were with no levers, from this run's levers section: results.md prints
+    them beside today's figures."""
+    none = doc.get("levers", {}).get("configs", {}).get(BASELINE)
+    if not none:
+        return
+    if isinstance(doc.get("bert_serve_efficiency"), dict):
+        doc["bert_serve_efficiency"]["baseline"] = {"value": none["/embed"]["efficiency"]}
+    llm_fig, ttft = doc.get("llm_throughput_ratio"), doc.get("ttft_overhead_ms")
+    if isinstance(llm_fig, dict) and llm_fig.get("vllm_output_tok_per_s"):
+        doc["llm_throughput_ratio"]["baseline"] = {
+            "value": round(none["llm"]["output_tok_per_s"] / llm_fig["vllm_output_tok_per_s"], 3)}
+    if isinstance(ttft, dict) and ttft.get("vllm_p50_ttft_ms"):
+        bare = sum(ttft["vllm_p50_ttft_ms"]) / len(ttft["vllm_p50_ttft_ms"])
+        doc["ttft_overhead_ms"]["baseline"] = {"value": round(none["llm"]["p50_ttft_ms_c1"] - bare, 1)}
