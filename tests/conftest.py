@@ -19,11 +19,11 @@ from stack.profile import select
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the clean-load checks and the scorecard's soak first, before any test injects a fault or a
-    5xx, then the chaos experiments: they kill, stop and redeploy replicas (sort is stable, so their
-    order holds); then the scorecard from the soak and the chaos reports. The bench goes last: it
-    restarts the stack to switch instrumentation off and on."""
-    phases = {"test_clean_load": 0, "live.test_scorecard_soak": 0, "live.test_chaos": 2,
-              "live.test_scorecard": 2.5, "live.test_bench": 3}
+    5xx; the bench's smoke set after the other live tests, on a stack no fault has touched (it
+    restarts nothing); then the chaos experiments: they kill, stop and redeploy replicas (sort is
+    stable, so their order holds); then the scorecard from the soak and the chaos reports."""
+    phases = {"test_clean_load": 0, "live.test_scorecard_soak": 0, "live.test_bench": 1.5,
+              "live.test_chaos": 2, "live.test_scorecard": 2.5}
 
     def phase(item: pytest.Item) -> float:
         name = item.module.__name__

@@ -278,6 +278,9 @@ def test_every_goal_names_a_figure_the_bench_fills() -> None:
 def test_bench_settings_from_env() -> None:
     assert run.settings({}) == ("full", list(run.SECTIONS))
     assert run.settings({"BENCH": "smoke", "ONLY": "llm, embed"}) == ("smoke", ["embed", "llm"])
+    # the smoke set restarts nothing and reruns no chaos: make test runs it on the clean stack
+    assert run.settings({"BENCH": "smoke"}) == ("smoke", ["embed", "llm", "fuzz"])
+    assert run.settings({"BENCH": "smoke", "ONLY": "levers"}) == ("smoke", ["levers"])
     with pytest.raises(SystemExit, match="BENCH"):
         run.settings({"BENCH": "fast"})
     with pytest.raises(SystemExit, match="unknown sections"):

@@ -24,6 +24,9 @@ def saturate(ops: OpsConfig, body: dict[str, Any], connections: int, mode: Bench
     wrk.run(url, payload, connections, mode.warmup_s)
     cpu0 = cpu.snapshot()
     run = wrk.run(url, payload, connections, mode.duration_s, field="batch_size")
+    if run.requests == run.failed:  # a ratio of nothing: a ZeroDivisionError, or a 0 that looks measured
+        raise RuntimeError(f"/embed answered none of {run.requests} requests with a 2xx "
+                           f"in {mode.duration_s:g}s")
     figures = run.as_dict()
     figures["mean_batch_size"] = figures.pop("field_harmonic_mean")
     return {**figures, "cpu_ms_per_request": cpu.per_request_ms(cpu0, cpu.snapshot(), run.requests)}

@@ -1,6 +1,8 @@
-"""`make bench` in its smoke set against the live stack: every figure measured, with its inputs and
-verdict, and the stack left serving with full instrumentation. Runs last (conftest): it restarts the
-stack twice. Speed goals are reported, never asserted: a missed goal is a finding, not a failure."""
+"""`make bench` in its smoke set against the live stack: every figure of its sections measured, with
+its inputs and verdict, and the stack left serving as it was. The smoke set restarts nothing and
+injects no fault (instrumentation, detection and levers are the full run's), so it runs on the clean
+stack before the chaos experiments (conftest). Speed goals are reported, never asserted: a missed goal
+is a finding, not a failure."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from stack.config import OpsConfig
 from stack.local import instrumentation
 
 pytestmark = pytest.mark.live
-RATIOS = ("bert_serve_efficiency", "batching_gain", "texts_efficiency", "llm_throughput_ratio",
-          "instrumentation_latency_ratio", "instrumentation_throughput_ratio")
+RATIOS = ("bert_serve_efficiency", "batching_gain", "texts_efficiency", "llm_throughput_ratio")
+FULL_ONLY = ("instrumentation_latency_ratio", "instrumentation_throughput_ratio", "detection_latency_s",
+             "levers")
 
 
 def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
@@ -34,12 +37,14 @@ def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
         value = doc[name]["value"]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, name
         assert doc[name]["inputs"], name
+    assert not set(FULL_ONLY) & set(doc), "the smoke set restarts nothing and reruns no chaos"
     for name, goal in live_stack.bench.goals.items():
-        if doc[name]["value"] is not None:
+        if name in doc and doc[name]["value"] is not None:
             figure = doc[name]
             assert figure["goal"] == str(goal) and figure["met"] == (figure["verdict"] == "met"), name
             # met only when every repeat meets the goal (spread.py); noisy or missed otherwise
-            assert figure["met"] <= all(goal.met(v) for v in figure["per_repeat"]), name
+            repeats = figure.get("per_repeat", [figure["value"]])
+            assert figure["met"] <= all(goal.met(v) for v in repeats), name
     assert isinstance(doc["ttft_overhead_ms"]["value"], float)
 
     embed = doc["bert_serve_efficiency"]["runs"][0]
@@ -52,13 +57,6 @@ def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
 
     gpu = doc["gpu_texts_efficiency"]
     assert (gpu["value"] is None) == (doc["machine"]["gpu"] is None)
-
-    detection = doc["detection_latency_s"]
-    assert detection["inputs"]["experiments_failed"] == []
-    (alert,) = detection["alerts"].values()
-    assert alert["detect_s"] is not None and alert["condition_s"] is not None
-    assert alert["bound_s"] == (alert["for_s"] + live_stack.observability.scrape_interval_s
-                                + live_stack.observability.evaluation_interval_s)
 
     table = (tmp_path / "results.md").read_text()
     assert all(f"| {name} |" in table for name in RATIOS)
