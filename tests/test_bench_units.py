@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -329,7 +330,7 @@ def test_prometheus_times_with_nanoseconds() -> None:
 
 def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The section's flow with fake runs: who goes first swaps each repeat, TTFT runs at concurrency 1,
-    the standalone server gets the engine's threads, and a baseline that did not stream fails it."""
+    the standalone server gets the engine's threads, and a baseline that did not stream has no TTFT."""
     ops = load()
     mode = ops.bench.modes["full"].model_copy(update={"repeats": 2})
     calls: list[tuple[str, int, int]] = []
@@ -360,9 +361,12 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     assert (ttft["value"], ttft["per_repeat"], ttft["inputs"]["concurrency"]) == (10.0, [10.0, 10.0], 1)
     assert ttft["at_throughput_concurrency"]["value"] == 150.0
 
+    # A baseline in one burst: no TTFT figure, and why; the throughput ratio still stands.
     monkeypatch.setattr(llm, "bench", lambda *a: {**bench(*a), "median_tpot_ms": 0.001})
-    with pytest.raises(RuntimeError, match=r"vLLM's own server .* did not stream"):
-        llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
+    doc = llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
+    assert doc["ttft_overhead_ms"]["value"] is None
+    assert re.search(r"vLLM's own server .* did not stream", doc["ttft_overhead_ms"]["error"])
+    assert doc["llm_throughput_ratio"]["value"] == 0.9
 
 
 def test_embed_figures_keep_repeats_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -400,3 +404,12 @@ def test_embed_figures_keep_repeats_and_threads(monkeypatch: pytest.MonkeyPatch)
     assert inputs["torch_threads_in_replica"] == inputs["torch_threads_raw"] == options.torch_threads
     assert doc["texts_efficiency"]["raw"]["device"] == "cpu"  # run.gpu_figure reads it
     assert run.gpu_figure(doc, "cpu", None)["value"] is None
+
+
+def test_a_baseline_that_did_not_stream_gives_no_ttft_figure_and_says_why() -> None:
+    serve = [{"median_ttft_ms": 70.0}]
+    burst = [{"median_ttft_ms": 150.0, "median_tpot_ms": 0.003}]  # the whole answer at once
+    streamed = [{"median_ttft_ms": 50.0, "median_tpot_ms": 6.0}]
+    got = llm.ttft_or_why_not(serve, burst, serve, burst)
+    assert got["value"] is None and "did not stream" in got["error"] and got["vllm_median_tpot_ms"] == [0.003]
+    assert llm.ttft_or_why_not(serve, streamed, serve, streamed)["value"] == 20.0

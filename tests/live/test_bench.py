@@ -45,7 +45,11 @@ def test_make_bench_smoke(live_stack: OpsConfig, tmp_path: Path) -> None:
             # met only when every repeat meets the goal (spread.py); noisy or missed otherwise
             repeats = figure.get("per_repeat", [figure["value"]])
             assert figure["met"] <= all(goal.met(v) for v in repeats), name
-    assert isinstance(doc["ttft_overhead_ms"]["value"], float)
+    # TTFT is measured, or not with the one reason the bench allows: vLLM's own server answered in one
+    # burst (its TTFT would be the whole answer). Output tok/s is compared either way (RATIOS above).
+    ttft = doc["ttft_overhead_ms"]
+    burst = ttft["value"] is None and "did not stream" in ttft["error"]
+    assert isinstance(ttft["value"], float) or burst, ttft
 
     embed = doc["bert_serve_efficiency"]["runs"][0]
     assert embed["batched"]["failed"] == 0 and embed["max_batch_size_1"]["failed"] == 0
