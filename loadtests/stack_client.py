@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 
 from stack.config import OpsConfig
-from stack.local import cluster
+from stack.local import cluster, second_node
 from stack.profile import select
 
 
@@ -27,3 +32,20 @@ def ensure_up(ops: OpsConfig) -> list[str]:
     if cluster.up(ops, select(), timeout_s=900) != 0:
         raise SystemExit("make up failed; see the logs named above")
     return models(ops)
+
+
+def restart(settings: dict[str, str], log: Path) -> None:
+    """`make down`, then `make up` with settings in the environment (head settings such as
+    SERVEOPS_INSTRUMENTATION or SERVEOPS_LEVERS take effect on a fresh head), and the second node if
+    one ran. Output goes to log."""
+    shown = " ".join(f"{k}={v}" for k, v in settings.items())
+    env = {**os.environ, **settings, **({"NODES": "2"} if second_node.exists() else {})}
+    with log.open("a") as out:
+        for action in ("down", "up"):
+            out.write(f"\n== stack.local.cluster {action} ({shown})\n")
+            out.flush()
+            proc = subprocess.run([sys.executable, "-m", "stack.local.cluster", action], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"stack.local.cluster {action} with {shown} exited {proc.returncode}; "
+                                   f"see {log}")

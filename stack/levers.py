@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV = "SERVEOPS_LEVERS"
@@ -31,7 +31,6 @@ class Lever:
     # What Ray stops providing with the lever on, and how the stack provides it instead (or "nothing").
     loses: str
     needs_listen_env: bool = False
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 LEVERS: dict[str, Lever] = {

@@ -7,31 +7,19 @@ each repeat's ratio sets the off run against the mean of its two neighbours, so 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loadtests import stack_client
 from loadtests.bench import spread, wrk
 from stack.config import BenchMode, OpsConfig
-from stack.local import instrumentation, second_node
+from stack.local import instrumentation
 from stack.serving.observability import switch
 
 
 def restart(mode: str, log: Path) -> None:
-    """`make down`, then `make up` with SERVEOPS_INSTRUMENTATION=mode (and the second node, if one ran)."""
-    env = {**os.environ, switch.ENV: mode, **({"NODES": "2"} if second_node.exists() else {})}
-    with log.open("a") as out:
-        for action in ("down", "up"):
-            out.write(f"\n== stack.local.cluster {action} ({switch.ENV}={mode})\n")
-            out.flush()
-            proc = subprocess.run([sys.executable, "-m", "stack.local.cluster", action], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)
-            if proc.returncode != 0:
-                raise RuntimeError(f"stack.local.cluster {action} with {switch.ENV}={mode} exited "
-                                   f"{proc.returncode}; see {log}")
+    stack_client.restart({switch.ENV: mode}, log)
 
 
 def measure(ops: OpsConfig, mode: BenchMode) -> dict[str, dict[str, Any]]:

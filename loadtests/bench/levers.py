@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from loadtests import stack_client
 from loadtests.bench import cpu, embed, llm, pyspy, raw_bert, wrk
 from stack import levers
 from stack.config import BenchMode, OpsConfig
-from stack.local import instrumentation, rollout, second_node
+from stack.local import instrumentation, rollout
 from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
 
 BASELINE = levers.NONE
@@ -41,17 +39,7 @@ def configurations(kept: list[str]) -> list[str]:
 
 
 def restart(chosen: str, log: Path) -> None:
-    """`make down`, then `make up` with SERVEOPS_LEVERS=chosen (and the second node, if one ran)."""
-    env = {**os.environ, levers.ENV: chosen, **({"NODES": "2"} if second_node.exists() else {})}
-    with log.open("a") as out:
-        for action in ("down", "up"):
-            out.write(f"\n== stack.local.cluster {action} ({levers.ENV}={chosen})\n")
-            out.flush()
-            proc = subprocess.run([sys.executable, "-m", "stack.local.cluster", action], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)
-            if proc.returncode != 0:
-                raise RuntimeError(f"stack.local.cluster {action} with {levers.ENV}={chosen} exited "
-                                   f"{proc.returncode}; see {log}")
+    stack_client.restart({levers.ENV: chosen}, log)
 
 
 def with_first_chunk(config: dict[str, Any]) -> dict[str, Any]:
