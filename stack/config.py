@@ -166,8 +166,6 @@ class LLMModel(_Strict):
     deployment: DeploymentOptions
     # ray.serve.llm sends a stream's chunks in batches on this tick (None: Ray's 50 ms).
     stream_batching_interval_ms: float | None = Field(default=None, ge=0)
-    # The first chunk at once, the rest batched (stack/serving/llm_server.py): TTFT without the tick.
-    first_chunk_at_once: bool = False
 
     def to_llm_config(self) -> dict[str, Any]:
         """A dict that ray.serve.llm.LLMConfig validates."""
@@ -184,8 +182,6 @@ class LLMModel(_Strict):
         experimental: dict[str, Any] = {}
         if self.stream_batching_interval_ms is not None:
             experimental["stream_batching_interval_ms"] = self.stream_batching_interval_ms
-        if self.first_chunk_at_once:
-            experimental["serveops_first_chunk_at_once"] = True  # llm_server.FIRST_CHUNK_AT_ONCE
         if experimental:
             cfg["experimental_configs"] = experimental
         return cfg

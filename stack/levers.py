@@ -31,6 +31,9 @@ class Lever:
     # What Ray stops providing with the lever on, and how the stack provides it instead (or "nothing").
     loses: str
     needs_listen_env: bool = False
+    # A setting of every LLM model in the Serve config, not of the head: it needs no fresh head, but
+    # SERVEOPS_LEVERS still names it, so one switch sets every lever of a stack.
+    llm_experimental: str = ""
 
 
 LEVERS: dict[str, Lever] = {
@@ -58,6 +61,12 @@ LEVERS: dict[str, Lever] = {
         env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"},
         loses="access log lines arrive in batches of up to 1000 (an ERROR flushes at once); Serve's logs "
               "are in the log files only, not on stderr"),
+    "first_chunk_at_once": Lever(
+        what="every LLM stream's first chunk goes out at once, not on ray.serve.llm's first 50 ms batching "
+             "tick (stack/serving/llm_server.py); the rest is batched as before",
+        env={},
+        loses="nothing",
+        llm_experimental="serveops_first_chunk_at_once"),  # stack.serving.llm_server.FIRST_CHUNK_AT_ONCE
 }
 
 
@@ -76,6 +85,11 @@ def chosen(configured: list[str], env: Mapping[str, str] = os.environ) -> list[s
     """The levers a new head runs with: SERVEOPS_LEVERS where set, else the ops config's."""
     value = env.get(ENV, "").strip()
     return parse(value) if value else parse(",".join(configured) or NONE)
+
+
+def llm_experimental(names: list[str]) -> dict[str, bool]:
+    """Every LLM model's experimental_configs for these levers: each LLM lever on or off."""
+    return {lever.llm_experimental: name in names for name, lever in LEVERS.items() if lever.llm_experimental}
 
 
 def ray_env(names: list[str], host: str, stats_port: int, metrics_port: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stack import artifacts
+from stack import artifacts, levers
 from stack.artifacts import SERVE_DIR
 from stack.config import OpsConfig, Profile, load
 from stack.profile import PROFILES
@@ -109,7 +109,7 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
     apps = [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)]
     for app in apps:  # the Serve config is the replicas' only channel: no replica reads the ops config
         app["args"] = {**app["args"], **replica_args(ops, app["name"])}
-    return {
+    config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
         "controller_options": {"runtime_env": {"env_vars": tracing_env(ops)}},
@@ -117,6 +117,22 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
         "logging_config": {"encoding": "JSON", "log_level": "INFO", "enable_access_log": True},
         "applications": apps,
     }
+    return with_llm_levers(config, levers.chosen(profile.cluster.levers, {}))
+
+
+def with_llm_levers(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Every LLM model's experimental_configs with each LLM lever (stack/levers.py) on or off."""
+    app = next(a for a in config["applications"] if a["name"] == LLM_APP)
+    for model in app["args"]["llm_configs"]:
+        experimental = model.setdefault("experimental_configs", {})
+        for key, on in levers.llm_experimental(names).items():
+            if on:
+                experimental[key] = True
+            else:
+                experimental.pop(key, None)
+        if not experimental:
+            del model["experimental_configs"]
+    return config
 
 
 def apply_overrides(config: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -132,8 +148,10 @@ def apply_overrides(config: dict[str, Any], env: Mapping[str, str]) -> dict[str,
 
 
 def effective(profile_name: str, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """The Serve config `make up` deploys."""
-    return apply_overrides(build(load(), profile_name), env)
+    """The Serve config `make up` deploys: SERVEOPS_LEVERS, where set, names its LLM levers too."""
+    ops = load()
+    chosen = levers.chosen(ops.profile(profile_name).cluster.levers, env)
+    return apply_overrides(with_llm_levers(build(ops, profile_name), chosen), env)
 
 
 def render(config: dict[str, Any]) -> str:

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stack import levers
+from stack import levers, serve_config
 from stack.config import Cluster, load
 from stack.local import instrumentation, ray_head
 
@@ -148,13 +147,38 @@ def test_the_llm_levers_travel_in_the_serve_config() -> None:
 
     from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
 
+    assert levers.LEVERS["first_chunk_at_once"].llm_experimental == FIRST_CHUNK_AT_ONCE
     model = load().profile("cpu").llm.models[0]
-    tuned = model.model_copy(update={"first_chunk_at_once": True, "stream_batching_interval_ms": 20})
-    cfg = tuned.to_llm_config()
-    assert cfg["experimental_configs"] == {"stream_batching_interval_ms": 20, FIRST_CHUNK_AT_ONCE: True}
-    assert LLMConfig.model_validate(cfg).experimental_configs[FIRST_CHUNK_AT_ONCE] is True
-    plain = model.model_copy(update={"first_chunk_at_once": False, "stream_batching_interval_ms": None})
+    tuned = model.model_copy(update={"stream_batching_interval_ms": 20})
+    assert tuned.to_llm_config()["experimental_configs"] == {"stream_batching_interval_ms": 20}
+    plain = model.model_copy(update={"stream_batching_interval_ms": None})
     assert "experimental_configs" not in plain.to_llm_config()
+    # The lever is every model's, set by the profile's levers (or SERVEOPS_LEVERS at `make up`)
+    config = serve_config.build(load(), "cpu")
+    on = serve_config.with_llm_levers(config, ["haproxy_ingress", "first_chunk_at_once"])
+    cfg = next(a for a in on["applications"] if a["name"] == "llm")["args"]["llm_configs"][0]
+    assert LLMConfig.model_validate(cfg).experimental_configs[FIRST_CHUNK_AT_ONCE] is True
+    off = serve_config.with_llm_levers(config, ["haproxy_ingress"])
+    cfg = next(a for a in off["applications"] if a["name"] == "llm")["args"]["llm_configs"][0]
+    assert "experimental_configs" not in cfg
+
+
+def test_serveops_levers_at_make_up_sets_the_llm_levers_too() -> None:
+    from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
+
+    def first_chunk(env: dict[str, str]) -> bool:
+        config = serve_config.effective("cpu", env)
+        llm = next(a for a in config["applications"] if a["name"] == "llm")
+        models = llm["args"]["llm_configs"]
+        return all(m.get("experimental_configs", {}).get(FIRST_CHUNK_AT_ONCE) for m in models)
+
+    configured = "first_chunk_at_once" in load().profile("cpu").cluster.levers
+    assert first_chunk({}) is configured
+    assert first_chunk({levers.ENV: "none"}) is False
+    assert first_chunk({levers.ENV: "haproxy_ingress"}) is False
+    assert first_chunk({levers.ENV: "first_chunk_at_once"}) is True
+    # and the head gets no environment for it: it is the Serve config's
+    assert levers.ray_env(["first_chunk_at_once"], "127.0.0.1", 8404, 9101) == {}
 
 
 def test_the_deployment_keeps_ray_s_name() -> None:
@@ -184,7 +208,9 @@ def lever_figures(embed_per_s: float, ttft_c1: float, tok_per_s: float = 100.0) 
 def test_the_levers_section_measures_each_lever_alone_and_the_kept_set() -> None:
     from loadtests.bench import levers as bench_levers
 
-    assert bench_levers.configurations([]) == ["none", *levers.LEVERS, "first_chunk_at_once"]
+    assert bench_levers.configurations([]) == ["none", *levers.LEVERS]
+    kept = bench_levers.configurations(["haproxy_ingress", "first_chunk_at_once"])
+    assert kept == ["none", *levers.LEVERS, "haproxy_ingress,first_chunk_at_once"]
     both = bench_levers.configurations(["haproxy_ingress", "throughput_optimized"])
     assert "haproxy_ingress,throughput_optimized" in both and both[0] == "none"
 
@@ -214,19 +240,6 @@ def test_the_goal_figures_get_their_no_lever_baseline() -> None:
     assert doc["bert_serve_efficiency"]["baseline"] == {"value": 0.4}
     assert doc["llm_throughput_ratio"]["baseline"] == {"value": 0.5}
     assert doc["ttft_overhead_ms"]["baseline"] == {"value": 20.0}
-
-
-def test_the_llm_lever_is_rolled_out_in_the_serve_config_only() -> None:
-    from loadtests.bench import levers as bench_levers
-    from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
-
-    config = yaml.safe_load((Path(__file__).parents[1] / "stack/serve/cpu.yaml").read_text())
-    tuned = bench_levers.with_first_chunk(config)
-    llm = next(a for a in tuned["applications"] if a["name"] == "llm")
-    assert all(m["experimental_configs"][FIRST_CHUNK_AT_ONCE] for m in llm["args"]["llm_configs"])
-    untouched = next(a for a in config["applications"] if a["name"] == "llm")
-    assert all(FIRST_CHUNK_AT_ONCE not in m.get("experimental_configs", {})
-               for m in untouched["args"]["llm_configs"])
 
 
 def test_py_spy_stacks_fold_to_the_functions_that_ran() -> None:

@@ -1,7 +1,7 @@
 """`make bench` levers: each of Ray's request-path levers alone, and the kept set, against no levers.
 
-A head lever (stack/levers.py) takes a fresh stack (SERVEOPS_LEVERS at `make up`); an LLM lever of the
-Serve config (first_chunk_at_once) is rolled out on the no-lever stack. Every configuration is measured
+Each configuration (stack/levers.py) runs on a fresh stack (SERVEOPS_LEVERS at `make up`, which sets the
+head's levers and the Serve config's LLM levers alike). Every configuration is measured
 the same way, in one run: /embed at saturation (req/s, p50/p99, the mean batch, CPU ms per request per
 process group, and req/s over raw MiniLM at that batch with the replica's threads), /classify one
 request at a time and at the throughput concurrency, and the LLM's output tok/s at the bench's LLM
@@ -10,7 +10,6 @@ concurrency and p50 TTFT one request at a time. The stack is left with the ops c
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -22,32 +21,20 @@ from loadtests import stack_client
 from loadtests.bench import cpu, embed, llm, pyspy, raw_bert, wrk
 from stack import levers
 from stack.config import BenchMode, OpsConfig
-from stack.local import instrumentation, rollout
-from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
+from stack.local import instrumentation
 
 BASELINE = levers.NONE
-LLM_LEVER = "first_chunk_at_once"  # a Serve-config lever: rolled out, no restart
 
 
 def configurations(kept: list[str]) -> list[str]:
-    """No levers, each head lever alone, the kept set (if it is not one of those), the LLM lever."""
+    """No levers, each lever alone, and the kept set if it is not one of those."""
     configs = [BASELINE, *levers.LEVERS]
     kept_name = ",".join(kept) or BASELINE
-    if kept_name not in configs:
-        configs.append(kept_name)
-    return [*configs, LLM_LEVER]
+    return configs if kept_name in configs else [*configs, kept_name]
 
 
 def restart(chosen: str, log: Path) -> None:
     stack_client.restart({levers.ENV: chosen}, log)
-
-
-def with_first_chunk(config: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(config)
-    app = next(a for a in out["applications"] if a["name"] == "llm")
-    for model in app["args"]["llm_configs"]:
-        model.setdefault("experimental_configs", {})[FIRST_CHUNK_AT_ONCE] = True
-    return out
 
 
 class Measure:
@@ -143,19 +130,10 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path) -> dict[st
     seen: dict[str, Any] = {}
     try:
         for config in configurations(kept):
-            head = BASELINE if config == LLM_LEVER else config
-            if instrumentation.running_levers() != head:
-                restart(head, log)
+            if instrumentation.running_levers() != config:
+                restart(config, log)
             print(f"bench: levers: {config}", flush=True)
-            if config == LLM_LEVER:
-                deployed = rollout.read(rollout.DEPLOYED)
-                rollout.roll_out(ops, with_first_chunk(deployed))
-                try:
-                    seen[config] = {"llm": measure.llm()}
-                finally:
-                    rollout.roll_out(ops, deployed)
-            else:
-                seen[config] = measure.all()
+            seen[config] = measure.all()
     finally:
         if instrumentation.running_levers() != kept_name:
             restart(kept_name, log)
