@@ -255,3 +255,31 @@ def test_py_spy_stacks_fold_to_the_functions_that_ran() -> None:
              4: ("ray::ServeReplica:embed:Embedder", 2.0)}
     assert pyspy.busiest(before, after, ["ray::ProxyActor", "ray::ServeReplica:embed:Embedder"]) == {
         "ray::ProxyActor": 1, "ray::ServeReplica:embed:Embedder": 4}
+
+
+def test_direct_ingress_names_an_app_s_root_route_by_its_prefix() -> None:
+    """Ray 2.60's direct-ingress matcher names the root route of an app at /embed "", so Serve's HTTP
+    metrics and access log would carry route="" and every per-route SLO rule would see nothing; the
+    patch that every app's module applies at import names it /embed, as the Python proxy does."""
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from ray.serve._private.replica import Replica
+
+    from stack.serving import direct_ingress
+    from stack.serving.http_api import SlashAtPrefix  # noqa: F401  (importing it applies the patch)
+
+    api = FastAPI()
+    api.post("/")(lambda: None)
+    replica = SimpleNamespace(_route_prefix="/embed", _user_callable_asgi_app=api)
+
+    def scope(path: str, method: str = "POST") -> dict:
+        return {"type": "http", "method": method, "path": path, "root_path": "/embed", "headers": []}
+
+    assert getattr(Replica, direct_ingress._PATCHED)
+    assert Replica._determine_http_route(replica, scope("/embed")) == "/embed"
+    spec = scope("/embed/openapi.json", "GET")
+    assert Replica._determine_http_route(replica, spec) == "/embed/openapi.json"
+    # Ray's own answer, which the patch mends (if Ray fixes it, this line says so and the patch can go)
+    from ray.serve._private.thirdparty.get_asgi_route_name import get_asgi_route_name
+    assert get_asgi_route_name(api, scope("/embed")) == ""

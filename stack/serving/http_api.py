@@ -6,11 +6,15 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from stack.serving import direct_ingress
 from stack.serving.api_errors import error_response, install, mark_error
 from stack.serving.faults import FAULT_KIND, FaultInjected, FaultInjector
 from stack.serving.observability import switch
 from stack.serving.observability.request_observer import RequestObserver
 from stack.serving.settings import ApiLimits, FaultSettings
+
+# At import, so in every replica process that unpickles an app built here, before its first request.
+direct_ingress.name_root_route()
 
 
 class SlashAtPrefix:
