@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards.spec import APP, DEP, NO_GPU, RATE, DashboardSpec, PanelSpec, q, quantiles
+from dashboards.spec import APP, DEP, HTTP, NO_GPU, RATE, DashboardSpec, PanelSpec, q, quantiles
 from stack.config import OpsConfig
 
 REPLICAS = 'Component=~"ray::ServeReplica.*"'
@@ -11,17 +11,17 @@ REPLICAS = 'Component=~"ray::ServeReplica.*"'
 def serve_overview() -> DashboardSpec:
     return DashboardSpec("serveops-serve", "serveops / Serve overview",
                          "Traffic, errors, latency and replicas of every Serve application.", (
-        PanelSpec("Requests per second by route", "HTTP requests Serve's proxy answered, by route.", "reqps",
-                  (q(f"sum by (route) (rate(ray_serve_num_http_requests_total{{{APP}}}[{RATE}]))", "{{route}}"),)),
+        PanelSpec("Requests per second by route", "HTTP requests Serve answered, by route.", "reqps",
+                  (q(f"sum by (route) (rate(ray_serve_num_http_requests_total{{{HTTP}}}[{RATE}]))", "{{route}}"),)),
         PanelSpec("5xx ratio by route", "Share of requests that failed with a server error; the error SLO.",
                   "percentunit",
-                  (q(f'sum by (route) (rate(ray_serve_num_http_requests_total{{{APP},status_code=~"5.."}}[{RATE}]))'
-                     f" / sum by (route) (rate(ray_serve_num_http_requests_total{{{APP}}}[{RATE}]))", "{{route}}"),),
+                  (q(f'sum by (route) (rate(ray_serve_num_http_requests_total{{{HTTP},status_code=~"5.."}}[{RATE}]))'
+                     f" / sum by (route) (rate(ray_serve_num_http_requests_total{{{HTTP}}}[{RATE}]))", "{{route}}"),),
                   runbook="ServeErrorBudgetBurn",
                   event_only="no route fails with a 5xx on a clean run"),
-        PanelSpec("HTTP latency p95 by route", "End-to-end latency at the proxy, 95th percentile.", "ms",
+        PanelSpec("HTTP latency p95 by route", "End-to-end latency at Serve's ingress, 95th percentile.", "ms",
                   (q(f"histogram_quantile(0.95, sum by (le, route) "
-                     f"(rate(ray_serve_http_request_latency_ms_bucket{{{APP}}}[{RATE}])))", "{{route}}"),),
+                     f"(rate(ray_serve_http_request_latency_ms_bucket{{{HTTP}}}[{RATE}])))", "{{route}}"),),
                   runbook="ServeLatencyBudgetBurn"),
         PanelSpec("Requests by outcome", "serveops' count of requests by outcome and error class.", "reqps",
                   (q(f"sum by (route, outcome, error_class) (rate(ray_serveops_requests_total{{{APP}}}[{RATE}]))",

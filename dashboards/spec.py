@@ -18,6 +18,9 @@ EVENT_ONLY_METRICS = {
 
 # Filters every Serve panel shares; the dashboard variables fill them.
 APP = 'application=~"$application"'
+# Serve's HTTP series of user requests: with the HAProxy ingress, its health checks of every ingress
+# replica (/-/healthz, /-/routes) are counted as requests too.
+HTTP = APP + ',route!~"/-/.*"'
 DEP = 'application=~"$application",deployment=~"$deployment"'
 RATE = "$__rate_interval"
 
