@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -220,6 +222,20 @@ def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPat
             engine.wait()
 
 
+def test_standalone_runs_at_the_serve_engines_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = subprocess.Popen(["nice", "-n", "7", "sleep", "30"])  # stands in for VLLM::Worker
+    try:
+        time.sleep(0.2)  # nice has exec'd sleep
+        monkeypatch.setattr(llm, "local_pid", lambda pattern, pid=engine.pid: pid)
+        assert llm.serve_engine_nice() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+    finally:
+        engine.kill()
+        engine.wait()
+    monkeypatch.setattr(llm, "local_pid", lambda pattern: None)
+    with pytest.raises(RuntimeError, match="no VLLM::Worker or VLLM::EngineCore"):
+        llm.serve_engine_nice()
+
+
 def test_raw_bert_runs_at_the_given_threads_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     seen: list[int] = []
@@ -337,8 +353,8 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     envs: list[dict[str, str]] = []
 
     @contextlib.contextmanager
-    def standalone(ops: Any, model: Any, env: dict[str, str], log: Path, **_: Any) -> Iterator[str]:
-        envs.append(env)
+    def standalone(ops: Any, model: Any, env: dict[str, str], log: Path, **kw: Any) -> Iterator[str]:
+        envs.append({**env, "nice": str(kw.get("nice"))})
         yield "http://bare"
 
     def bench(url: str, model: Any, llm_: Any, prompts: int, concurrency: int, out: Path) -> dict[str, Any]:
@@ -351,11 +367,12 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(llm, "standalone", standalone)
     monkeypatch.setattr(llm, "bench", bench)
     monkeypatch.setattr(llm, "serve_engine_threads", lambda: {"OMP_NUM_THREADS": "1"})
+    monkeypatch.setattr(llm, "serve_engine_nice", lambda: 15)
     doc = llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
     c, n, n1 = ops.bench.llm.concurrency, mode.llm_prompts, mode.llm_ttft_prompts
     assert calls == [("serve", n, c), ("vllm", n, c), ("serve", n1, 1), ("vllm", n1, 1),
                      ("vllm", n, c), ("serve", n, c), ("vllm", n1, 1), ("serve", n1, 1)]
-    assert envs[0]["OMP_NUM_THREADS"] == "1"
+    assert envs[0]["OMP_NUM_THREADS"] == "1" and envs[0]["nice"] == "15"
     ratio, ttft = doc["llm_throughput_ratio"], doc["ttft_overhead_ms"]
     assert (ratio["value"], ratio["per_repeat"], ratio["inputs"]["prompts"]) == (0.9, [0.9, 0.9], n)
     assert (ttft["value"], ttft["per_repeat"], ttft["inputs"]["concurrency"]) == (10.0, [10.0, 10.0], 1)
