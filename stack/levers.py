@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack.serving.settings import FIRST_CHUNK_AT_ONCE
+
 ENV = "SERVEOPS_LEVERS"
 NONE = "none"  # SERVEOPS_LEVERS=none: every lever off, whatever the ops config says
 
@@ -66,7 +68,7 @@ LEVERS: dict[str, Lever] = {
              "tick (stack/serving/llm_server.py); the rest is batched as before",
         env={},
         loses="nothing",
-        llm_experimental="serveops_first_chunk_at_once"),  # stack.serving.llm_server.FIRST_CHUNK_AT_ONCE
+        llm_experimental=FIRST_CHUNK_AT_ONCE),
 }
 
 

@@ -147,7 +147,6 @@ def test_the_llm_levers_travel_in_the_serve_config() -> None:
 
     from stack.serving.llm_server import FIRST_CHUNK_AT_ONCE
 
-    assert levers.LEVERS["first_chunk_at_once"].llm_experimental == FIRST_CHUNK_AT_ONCE
     model = load().profile("cpu").llm.models[0]
     tuned = model.model_copy(update={"stream_batching_interval_ms": 20})
     assert tuned.to_llm_config()["experimental_configs"] == {"stream_batching_interval_ms": 20}

@@ -3,7 +3,7 @@
 Ray batches a stream's chunks on a fixed tick from the stream's start (stream_batching_interval_ms,
 50 by default), so the first token waits up to a whole tick before the client sees it: time to first
 token pays for a batching that only helps the chunks after it. With FIRST_CHUNK_AT_ONCE in the model's
-experimental_configs (the ops config's llm.models[].first_chunk_at_once, through the Serve config), the
+experimental_configs (the first_chunk_at_once lever, stack/levers.py, through the Serve config), the
 first chunk goes out alone and the rest is batched as before. The class keeps Ray's name, so the
 deployment stays `LLMServer:<model_id>`.
 """
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from ray.llm._internal.serve.core.server.llm_server import LLMServer as _RayLLMServer
 from ray.llm._internal.serve.utils.batcher import Batcher
 
-FIRST_CHUNK_AT_ONCE = "serveops_first_chunk_at_once"
+from stack.serving.settings import FIRST_CHUNK_AT_ONCE
+
 T = TypeVar("T")
 
 

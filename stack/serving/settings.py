@@ -13,6 +13,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# The LLM lever first_chunk_at_once, as a model's experimental_configs key: stack/levers.py sets it in the
+# Serve config and stack/serving/llm_server.py reads it (here, so neither imports the other's weight).
+FIRST_CHUNK_AT_ONCE = "serveops_first_chunk_at_once"
+
 
 class _Strict(BaseModel):
     # An arg the code does not know is a typo or a version skew: fail the deploy, not a request.
