@@ -209,6 +209,10 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
                                                         for side in ("serve", "vllm")}
     with standalone(ops, model, env, out / "vllm-server.log", nice=nice) as url:
         urls = {"serve": ops.listen.serve_url, "vllm": url}
+        # One discarded run per side first: a fresh vLLM server's first batches run well under its
+        # steady rate (a smoke run of 16 prompts read 2x Serve's), and Serve's engine is long warm.
+        for side in ("serve", "vllm"):
+            bench(urls[side], model, llm, mode.llm_prompts, llm.concurrency, out)
         for repeat in range(mode.repeats):
             # Who goes first swaps each repeat, so drift over the section does not favour one side.
             sides = ("serve", "vllm") if repeat % 2 == 0 else ("vllm", "serve")
@@ -226,7 +230,8 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
               "output_tokens": llm.output_tokens, "prompts": mode.llm_prompts, "repeats": mode.repeats,
               "endpoint": "/v1/completions, streamed", "standalone_thread_env": threads,
               "standalone_nice": nice,
-              "order": "throughput runs, then TTFT runs; serve first in even repeats, vLLM first in odd",
+              "order": "one discarded settle run per side; then throughput runs, then TTFT runs; serve "
+                       "first in even repeats, vLLM first in odd",
               "load_generator": "vllm bench serve (random dataset, ignore_eos)"}
     result: dict[str, Any] = {
         "llm_throughput_ratio": {**spread.figure(ratios), "inputs": inputs,
