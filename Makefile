@@ -3,7 +3,7 @@ PY := .venv/bin/python
 SYS_PY := $(shell command -v python3.11 || command -v python3)
 
 .PHONY: setup up down status loadtest test test-unit lint generate check serve-config traces memprofile alerts \
-	dashboards k8s runbook chaos preflight bench scorecard
+	dashboards k8s runbook chaos preflight bench scorecard metrics-contract
 
 setup:
 	@$(SYS_PY) -m stack.local.bootstrap
@@ -17,6 +17,7 @@ down:
 status:
 	@$(PY) -m stack.local.cluster status
 
+# SHAPE=sweep: open-loop rate sweep per route family to the knee, with autoscaling advice (docs/sweep.md).
 loadtest: setup
 	@$(PY) -m loadtests.run
 
@@ -34,6 +35,11 @@ generate: setup
 
 check: setup
 	@for m in $(GENERATORS); do $(PY) -m $$m --check || exit 1; done
+
+# Pin what the running stack exports (Ray's and vLLM's families, with their versions) into
+# tests/data/metrics/contract.json; the tests check every rule, panel and runbook query against it.
+metrics-contract: setup
+	@$(PY) -m alerts.metric_contract
 
 # Regenerate the committed Serve configs from stack/ops.yaml.
 serve-config: setup

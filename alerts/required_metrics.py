@@ -34,6 +34,8 @@ TRAFFIC_CREATED: dict[str, str] = {
         "created by the first LRU eviction of a tenant model",
     r"ray_serve_(num_multiplexed_models|multiplexed_\w+)":
         "created by the first tenant model load (/predict); gone while TenantModels is scaled to zero",
+    r"ray_serve_num_scheduling_tasks\w*":
+        "created by the first request through a DeploymentHandle (Ray builds the router lazily)",
     r"ray_serveops_\w+": "serveops' own request metrics, created by the first request of their route",
     r"ray_vllm_\w+": "created by the LLM engine's first request (absent from a fresh session until then)",
 }

@@ -1,4 +1,5 @@
-"""SLO rules: per-route error and slow-request ratios, and multiwindow multi-burn-rate alerts.
+"""SLO rules: per-route error and slow-request ratios, per-model LLM goodput, and multiwindow
+multi-burn-rate alerts on each.
 
 The burn-rate pairs are the Google SRE workbook's: page when 2% of a 30-day budget burns in an
 hour (14.4x over 1h and 5m) or 5% in six hours (6x over 6h and 30m); open a ticket at 10% in a day
@@ -13,9 +14,11 @@ from typing import Any
 
 from alerts.rule import alert
 from stack.config import OpsConfig, Slo
+from stack.serving.settings import Goodput
 
 REQUESTS = "ray_serve_num_http_requests_total"
 LATENCY = "ray_serve_http_request_latency_ms"
+GOODPUT = "ray_serveops_llm_goodput_total"  # the LLM ingress's judge: verdict good|bad per model
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 
@@ -54,6 +57,13 @@ def slow_ratio(slo: Slo, window: str) -> str:
             f"  /\n  sum(rate({LATENCY}_count{{{sel}}}[{window}]))\n)")
 
 
+def bad_goodput_ratio(window: str) -> str:
+    """Per model: the share of judged LLM requests that were not good. Every model, configured or not."""
+    return (f'(sum by (model) (rate({GOODPUT}{{verdict="bad"}}[{window}]))\n'
+            f' or sum by (model) (rate({GOODPUT}[{window}])) * 0)\n'
+            f'/\nsum by (model) (rate({GOODPUT}[{window}]))')
+
+
 def recording_rules(ops: OpsConfig) -> list[dict[str, Any]]:
     rules = []
     for slo in ops.slos:
@@ -62,6 +72,8 @@ def recording_rules(ops: OpsConfig) -> list[dict[str, Any]]:
             for record, expr in (("slo_errors", error_ratio), ("slo_slow", slow_ratio)):
                 rules.append({"record": f"serveops:{record}:ratio_rate{window}", "expr": expr(slo, window),
                               "labels": labels})
+    rules += [{"record": f"serveops:llm_goodput_bad:ratio_rate{window}", "expr": bad_goodput_ratio(window)}
+              for window in WINDOWS]
     return rules
 
 
@@ -80,6 +92,22 @@ def _burn_alert(name: str, record: str, kind: str, slo: Slo, budget: float, burn
     )
 
 
+def _goodput_alert(model: str, goodput: Goodput, burn: BurnRate, runbook_url_base: str) -> dict[str, Any]:
+    threshold = burn.factor * goodput.budget
+    record, sel = "serveops:llm_goodput_bad:ratio_rate", f'{{model="{model}"}}'
+    return alert(
+        "LLMGoodputBudgetBurn",
+        f"{record}{burn.long}{sel} > {threshold:g}\nand\n{record}{burn.short}{sel} > {threshold:g}",
+        burn.for_, burn.severity,
+        "An LLM model is burning its goodput budget too fast: too many requests fail, start slowly or "
+        "stream slowly.",
+        f"{{{{ $labels.model }}}}: share of requests not good (TTFT over {goodput.ttft_ms:g} ms, TPOT over "
+        f"{goodput.tpot_ms:g} ms, or failed) over {burn.long} is {{{{ $value | humanizePercentage }}}}, "
+        f"above {burn.factor:g}x the budget of {goodput.budget:.3%}.",
+        runbook_url_base, model=model, long_window=burn.long, short_window=burn.short,
+    )
+
+
 def alerting_rules(ops: OpsConfig, runbook_url_base: str) -> list[dict[str, Any]]:
     rules = []
     for slo in ops.slos:
@@ -88,4 +116,6 @@ def alerting_rules(ops: OpsConfig, runbook_url_base: str) -> list[dict[str, Any]
                                      slo, slo.error_budget, burn, runbook_url_base))
             rules.append(_burn_alert("ServeLatencyBudgetBurn", "serveops:slo_slow:ratio_rate", "latency",
                                      slo, slo.latency_budget, burn, runbook_url_base))
+    for model, goodput in ops.llm_goodput.items():
+        rules += [_goodput_alert(model, goodput, burn, runbook_url_base) for burn in BURN_RATES]
     return rules

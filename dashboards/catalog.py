@@ -32,6 +32,22 @@ def serve_overview() -> DashboardSpec:
         PanelSpec("Ongoing requests at replicas", "Requests a deployment's replicas are working on.", "short",
                   (q(f"sum by (application, deployment) (ray_serve_num_ongoing_requests_at_replicas{{{DEP}}})",
                      "{{application}}/{{deployment}}"),)),
+        PanelSpec("HTTP errors by route and code", "Requests Serve answered with an error, by route and "
+                  "status code.", "reqps",
+                  (q(f"sum by (route, error_code) (rate(ray_serve_num_http_error_requests_total{{{HTTP}}}[{RATE}]))",
+                     "{{route}} {{error_code}}"),),
+                  event_only="the error counter exists only once a request has failed"),
+        # The proxy's gauge has no application label: it counts every route the proxy holds open.
+        PanelSpec("Ongoing HTTP requests at the proxies", "Requests each Serve proxy holds open, all "
+                  "applications together.", "short",
+                  (q("sum by (node_ip_address) (ray_serve_num_ongoing_http_requests)", "{{node_ip_address}}"),)),
+        PanelSpec("Controller control loop duration", "Time the Serve controller takes per reconciliation "
+                  "loop; a slow loop delays scaling, restarts and routing updates.", "s",
+                  (q("max(ray_serve_controller_control_loop_duration_s)", "control loop"),)),
+        # num_control_loops is a running count exported as a gauge: rate() still reads it as one.
+        PanelSpec("Controller control loops per second", "How often the Serve controller completes a loop; "
+                  "near zero means it is stuck or gone.", "ops",
+                  (q(f"sum(rate(ray_serve_controller_num_control_loops[{RATE}]))", "loops"),)),
     ))
 
 
@@ -60,13 +76,42 @@ def deployment() -> DashboardSpec:
                      "{{deployment}}"),), runbook="ServeReplicaRestarts"),
         PanelSpec("Health-check latency", "Time replicas take to answer health checks.", "ms",
                   quantiles("ray_serve_health_check_latency_ms", "deployment", DEP)[1:2]),
+        PanelSpec("Requests processing per replica", "Requests each replica is executing now; uneven "
+                  "replicas point at routing or a slow replica.", "short",
+                  (q(f"sum by (deployment, replica) (ray_serve_replica_processing_queries{{{DEP}}})",
+                     "{{deployment}} {{replica}}"),)),
+        PanelSpec("Replica errors by exception", "Requests that raised in a replica, by exception type.",
+                  "reqps",
+                  (q(f"sum by (deployment, exception_type) "
+                     f"(rate(ray_serve_deployment_error_counter_total{{{DEP}}}[{RATE}]))",
+                     "{{deployment}} {{exception_type}}"),),
+                  event_only="the error counter exists only once a replica has raised"),
+        # Ray's backoff gauge (serve_num_scheduling_tasks_in_backoff) is exported only once a router
+        # has backed off, so it is left out (dashboards/spec.py); this one says the same when it grows.
+        PanelSpec("Requests being routed at handles", "Requests a DeploymentHandle is still choosing a "
+                  "replica for; growing when every replica is full.", "short",
+                  (q(f"sum by (deployment) (ray_serve_num_scheduling_tasks{{{DEP}}})", "routing {{deployment}}"),)),
     ))
 
 
 def llm(ops: OpsConfig) -> DashboardSpec:
     model = 'model_name=~"$model"'
+    goodput = "ray_serveops_llm_goodput_total"
     return DashboardSpec("serveops-llm", "serveops / LLM",
-                         "vLLM behind ray.serve.llm: latency per token, throughput, queueing and KV cache.", (
+                         "vLLM behind ray.serve.llm: goodput, latency per token, throughput, queueing and KV "
+                         "cache.", (
+        PanelSpec("Goodput", "Share of requests that succeeded with their first token and their stream "
+                  "within the model's objectives (llm_goodput in stack/ops.yaml), judged at the ingress.",
+                  "percentunit",
+                  (q(f'sum by (model) (rate({goodput}{{{APP},verdict="good"}}[{RATE}])) / '
+                     f"sum by (model) (rate({goodput}{{{APP}}}[{RATE}]))", "{{model}}"),),
+                  runbook="LLMGoodputBudgetBurn"),
+        PanelSpec("Requests not good, by reason", "ttft: first token late; tpot: slow stream; e2e: a "
+                  "non-streamed answer late; error: failed.", "reqps",
+                  (q(f'sum by (model, reason) (rate({goodput}{{{APP},verdict="bad"}}[{RATE}]))',
+                     "{{model}} {{reason}}"),),
+                  runbook="LLMGoodputBudgetBurn",
+                  event_only="no request misses its goodput objectives on a clean run"),
         PanelSpec("Time to first token (engine)", "vLLM's TTFT, from the engine's own histogram.", "s",
                   quantiles("ray_vllm_time_to_first_token_seconds", "model_name", model),
                   runbook="LLMTimeToFirstTokenHigh"),
@@ -77,6 +122,47 @@ def llm(ops: OpsConfig) -> DashboardSpec:
                   quantiles("ray_vllm_inter_token_latency_seconds", "model_name", model)),
         PanelSpec("End-to-end request latency", "vLLM's full request latency.", "s",
                   quantiles("ray_vllm_e2e_request_latency_seconds", "model_name", model)),
+        PanelSpec("Time per output token (TPOT)", "Mean time per generated token of each finished request, "
+                  "from the engine.", "s",
+                  quantiles("ray_vllm_request_time_per_output_token_seconds", "model_name", model)),
+        # Queue + prefill is the engine's TTFT; decode is the rest of the request.
+        PanelSpec("TTFT split: queue, prefill, decode (p95)", "Where a request's time goes in the engine: "
+                  "waiting for the scheduler, the prefill, then decoding.", "s",
+                  tuple(q(f"histogram_quantile(0.95, sum by (le, model_name) "
+                          f"(rate(ray_vllm_request_{phase}_time_seconds_bucket{{{model}}}[{RATE}])))",
+                          f"{phase} {{{{model_name}}}}")
+                        for phase in ("queue", "prefill", "decode"))),
+        PanelSpec("Prefix cache hit rate", "Share of prompt tokens served from vLLM's prefix cache.",
+                  "percentunit",
+                  (q(f"sum by (model_name) (rate(ray_vllm_prefix_cache_hits_total{{{model}}}[{RATE}])) / "
+                     f"sum by (model_name) (rate(ray_vllm_prefix_cache_queries_total{{{model}}}[{RATE}]))",
+                     "{{model_name}}"),),
+                  event_only="the hit counter exists only after a first prefix-cache hit"),
+        PanelSpec("Prefix cache queries and hits", "Prompt tokens looked up in the prefix cache, and those "
+                  "found, per second.", "short",
+                  (q(f"sum by (model_name) (rate(ray_vllm_prefix_cache_queries_total{{{model}}}[{RATE}]))",
+                     "queried {{model_name}}"),
+                   q(f"sum by (model_name) (rate(ray_vllm_prefix_cache_hits_total{{{model}}}[{RATE}]))",
+                     "hit {{model_name}}"))),
+        PanelSpec("Finished requests by reason", "Requests the engine finished per second: stop (EOS or a "
+                  "stop string), length (max_tokens), abort (client gone), error.", "reqps",
+                  (q(f"sum by (model_name, finished_reason) "
+                     f"(rate(ray_vllm_request_success_total{{{model}}}[{RATE}]))",
+                     "{{model_name}} {{finished_reason}}"),)),
+        PanelSpec("Prompt and generation length", "Tokens per request in the prompt and in the answer, "
+                  "p50 and p95, from the engine.", "short",
+                  tuple(q(f"histogram_quantile({p}, sum by (le, model_name) "
+                          f"(rate(ray_vllm_request_{kind}_tokens_bucket{{{model}}}[{RATE}])))",
+                          f"{kind} p{int(p * 100)} {{{{model_name}}}}")
+                        for kind in ("prompt", "generation") for p in (0.5, 0.95))),
+        # A total over a stated period, not a rate: the window is 24h whatever the time range.
+        PanelSpec("Tokens in the last 24 hours", "Prompt and generated tokens per model over the last 24 "
+                  "hours.", "short",
+                  (q(f"sum by (model_name) (increase(ray_vllm_prompt_tokens_total{{{model}}}[24h]))",
+                     "prompt {{model_name}}"),
+                   q(f"sum by (model_name) (increase(ray_vllm_generation_tokens_total{{{model}}}[24h]))",
+                     "generated {{model_name}}")),
+                  kind="stat"),
         PanelSpec("Tokens per second", "Prompt and generated tokens processed per second.", "short",
                   (q(f"sum by (model_name) (rate(ray_vllm_generation_tokens_total{{{model}}}[{RATE}]))",
                      "generated {{model_name}}"),
@@ -144,6 +230,15 @@ def multiplexing() -> DashboardSpec:
                      "unloads {{deployment}}"))),
         PanelSpec("Model load latency", "Time to load a model into a replica.", "ms",
                   quantiles("ray_serve_multiplexed_model_load_latency_ms", "deployment", DEP)[1:2]),
+        PanelSpec("Model unload latency", "Time to unload (evict) a model from a replica.", "ms",
+                  quantiles("ray_serve_multiplexed_model_unload_latency_ms", "deployment", DEP)[1:2]),
+        # Every get_model call that did not load was served from the replica's cache.
+        PanelSpec("Model cache hit rate", "Share of model lookups a replica served without loading.",
+                  "percentunit",
+                  (q(f"1 - sum by (deployment) (rate(ray_serve_multiplexed_models_load_counter_total{{{DEP}}}[{RATE}]))"
+                     f" / sum by (deployment) "
+                     f"(rate(ray_serve_multiplexed_get_model_requests_counter_total{{{DEP}}}[{RATE}]))",
+                     "{{deployment}}"),)),
         PanelSpec("Requests by tenant tier", "Multiplexed requests per second by tier and outcome.", "reqps",
                   (q(f"sum by (tier, outcome) (rate(ray_serveops_tenant_requests_total{{{APP}}}[{RATE}]))",
                      "{{tier}} {{outcome}}"),)),
@@ -183,7 +278,69 @@ def resources() -> DashboardSpec:
                   runbook="GPUMemoryHigh", event_only=NO_GPU),
         PanelSpec("GPU utilization and power", "Kernel-busy share and power draw.", "percentunit",
                   (q("serveops_gpu_utilization_ratio", "util GPU {{gpu}}"),), event_only=NO_GPU),
+        PanelSpec("GPU power", "Power each GPU draws.", "watt",
+                  (q("serveops_gpu_power_watts", "GPU {{gpu}}"),), event_only=NO_GPU),
+        PanelSpec("GPU temperature", "Each GPU's temperature; clocks throttle near the card's limit.",
+                  "celsius",
+                  (q("serveops_gpu_temperature_celsius", "GPU {{gpu}}"),), event_only=NO_GPU),
     ), variables=("application",))
+
+
+def cluster() -> DashboardSpec:
+    # Node and cluster series carry no application label: these panels take no variables.
+    used = 'State="USED"'
+    logical = 'Name=~"CPU|GPU|memory"'
+    return DashboardSpec("serveops-cluster", "serveops / Cluster nodes",
+                         "The Ray nodes under Serve: CPU, memory, disk, network, object store, and Ray's "
+                         "tasks, actors and placement groups.", (
+        PanelSpec("Active nodes by type", "Ray nodes alive, by node type.", "short",
+                  (q("sum by (node_type) (ray_cluster_active_nodes)", "{{node_type}}"),)),
+        PanelSpec("Node CPU usage", "CPU busy on each node, all cores together.", "percent",
+                  (q("max by (instance) (ray_node_cpu_utilization)", "{{instance}}"),)),
+        PanelSpec("Node CPU cores: used and available", "Cores busy on each node against its cores.",
+                  "short",
+                  (q("sum by (instance) (ray_node_cpu_utilization * ray_node_cpu_count) / 100", "used {{instance}}"),
+                   q("sum by (instance) (ray_node_cpu_count)", "available {{instance}}"))),
+        # In a container the cgroup limit, not the host, is what the OOM killer enforces.
+        PanelSpec("Node memory: host and cgroup", "Memory used on each node's host and in its cgroup, "
+                  "against their totals.", "bytes",
+                  (q("sum by (instance) (ray_node_mem_used_host)", "host used {{instance}}"),
+                   q("sum by (instance) (ray_node_mem_total_host)", "host total {{instance}}"),
+                   q("sum by (instance) (ray_node_cgroup_mem_used)", "cgroup used {{instance}}"),
+                   q("sum by (instance) (ray_node_cgroup_mem_total)", "cgroup total {{instance}}"))),
+        PanelSpec("Memory by component", "Private memory (RSS less shared) of each Ray component and "
+                  "replica, and the node's shared memory (the object store's /dev/shm).", "bytes",
+                  (q("sum by (Component) (ray_component_rss_bytes) - sum by (Component) (ray_component_shared_bytes)",
+                     "{{Component}}"),
+                   q("sum(ray_node_mem_shared_bytes)", "shared (node)"))),
+        PanelSpec("Node disk usage", "Share of each node's disk in use; Ray spills objects and writes "
+                  "logs there.", "percentunit",
+                  (q("sum by (instance) (ray_node_disk_usage) / (sum by (instance) (ray_node_disk_usage) + "
+                     "sum by (instance) (ray_node_disk_free))", "{{instance}}"),)),
+        PanelSpec("Node disk IO", "Bytes read and written per second on each node.", "Bps",
+                  (q("sum by (instance) (ray_node_disk_io_read_speed)", "read {{instance}}"),
+                   q("sum by (instance) (ray_node_disk_io_write_speed)", "write {{instance}}"))),
+        PanelSpec("Node network", "Bytes received and sent per second on each node.", "Bps",
+                  (q("sum by (instance) (ray_node_network_receive_speed)", "received {{instance}}"),
+                   q("sum by (instance) (ray_node_network_send_speed)", "sent {{instance}}"))),
+        PanelSpec("Object store memory", "Object store bytes by location (in memory, spilled to disk) "
+                  "against its capacity.", "bytes",
+                  (q("sum by (Location) (ray_object_store_memory)", "{{Location}}"),
+                   q('sum(ray_resources{Name="object_store_memory"})', "capacity"))),
+        PanelSpec("Logical resources in use", "Share of the cluster's logical CPU, GPU and memory that "
+                  "actors and tasks hold; at 100% new replicas wait.", "percentunit",
+                  (q(f"sum by (Name) (ray_resources{{{logical},{used}}}) / sum by (Name) (ray_resources{{{logical}}})",
+                     "{{Name}}"),)),
+        PanelSpec("Tasks by state", "Ray tasks (Serve's actor calls included) by state; FINISHED and "
+                  "FAILED count since the session started.", "short",
+                  (q("sum by (State) (ray_tasks)", "{{State}}"),)),
+        PanelSpec("Actors by state", "Ray actors (controller, proxies, replicas) by state, as each source "
+                  "reports them.", "short",
+                  (q("sum by (Source, State) (ray_actors)", "{{State}} ({{Source}})"),)),
+        PanelSpec("Placement groups by state", "Placement groups (LLM replicas reserve theirs) by state; "
+                  "PENDING means a replica cannot be placed.", "short",
+                  (q("sum by (State) (ray_placement_groups)", "{{State}}"),)),
+    ), variables=())
 
 
 def slo(ops: OpsConfig) -> DashboardSpec:
@@ -206,10 +363,20 @@ def slo(ops: OpsConfig) -> DashboardSpec:
             f"{s.name}: error budget left (3d)", "Share of the error budget not spent over the last 3 days.",
             "percentunit", (q(f"1 - serveops:slo_errors:ratio_rate3d{sel} / {s.error_budget:g}", "left"),),
             kind="stat"))
+    for model, g in ops.llm_goodput.items():
+        sel = f'{{model="{model}"}}'
+        panels.append(PanelSpec(
+            f"{model}: goodput budget burn", f"Share of {model}'s requests not good (TTFT over {g.ttft_ms:g} "
+            f"ms, TPOT over {g.tpot_ms:g} ms, or failed), as a multiple of its budget ({g.budget:.1%}).",
+            "short",
+            (q(f"serveops:llm_goodput_bad:ratio_rate1h{sel} / {g.budget:g}", "1h"),
+             q(f"serveops:llm_goodput_bad:ratio_rate6h{sel} / {g.budget:g}", "6h")),
+            runbook="LLMGoodputBudgetBurn"))
     return DashboardSpec("serveops-slo", "serveops / SLOs and error budgets",
                          "Each route's SLO from stack/ops.yaml: burn rates and budget left.", tuple(panels),
                          variables=())
 
 
 def all_dashboards(ops: OpsConfig) -> list[DashboardSpec]:
-    return [serve_overview(), deployment(), llm(ops), batching(), multiplexing(), resources(), slo(ops)]
+    return [serve_overview(), deployment(), llm(ops), batching(), multiplexing(), resources(), cluster(),
+            slo(ops)]

@@ -1,7 +1,8 @@
 """The SLO gate: each objective of the ops config, judged on the requests of one run.
 
 Availability: the share of requests that did not fail. Latency: the share that finished within the
-SLO's objective. For the streamed chat, the LLM TTFT threshold of the alerts applies too.
+SLO's objective. For the streamed chat, the LLM TTFT threshold of the alerts applies too; for the LLM
+requests, their model's goodput SLO (llm_goodput).
 A route the run gave weight but no request fails: an SLO nobody measured is not met.
 """
 
@@ -55,7 +56,18 @@ def evaluate(ops: OpsConfig, run: Run) -> list[Verdict]:
                                   f"within {slo.latency_objective_ms:g} ms"))
     if weights.get("chat", 0) > 0:
         verdicts.append(_ttft(ops, [s.ms for s in named.get(routes.TTFT, [])]))
+    if weights.get("chat", 0) > 0 or weights.get("completions", 0) > 0:
+        verdicts.append(_goodput(ops, run.model, [s.goodput for s in named.get(routes.GOODPUT, [])]))
     return verdicts
+
+
+def _goodput(ops: OpsConfig, model: str, reasons: list[str]) -> Verdict:
+    goodput = ops.goodput_for(model)
+    what = f"{model} goodput"
+    if not reasons:
+        return Verdict(what, False, None, goodput.target, "no LLM request was judged")
+    return _at_least(what, reasons.count("ok"), len(reasons), goodput.target,
+                     f"good (TTFT <= {goodput.ttft_ms:g} ms, TPOT <= {goodput.tpot_ms:g} ms, succeeded)")
 
 
 def _ttft(ops: OpsConfig, ttft_ms: list[float]) -> Verdict:

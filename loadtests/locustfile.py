@@ -24,6 +24,7 @@ from locust.env import Environment
 from loadtests import routes
 from loadtests.settings import resolve
 from loadtests.shapes import at
+from loadtests.sweep.families import PROMPTS, TEXTS
 from stack.config import load
 from stack.profile import select
 from stack.serving.models.tenants import N_FEATURES, TENANTS
@@ -31,18 +32,8 @@ from stack.serving.models.tenants import N_FEATURES, TENANTS
 OPS = load()
 SETTINGS = resolve(OPS)
 MODEL = os.environ.get("LLM_MODEL_ID") or OPS.profile(select()).llm.models[0].model_id
+GOODPUT = OPS.goodput_for(MODEL)
 
-TEXTS = (
-    "The replicas recovered quickly after the deploy.",
-    "Latency doubled during the traffic spike and users noticed.",
-    "This dashboard makes the on-call shift much calmer.",
-    "The rollout failed and we had to roll back by hand.",
-    "Batching raised throughput without hurting tail latency.",
-    "Our error budget is almost gone for this month.",
-    "The model answered every question correctly.",
-    "Memory kept growing until the worker was killed.",
-)
-PROMPTS = ("Explain how replicas scale.", "Write a short note about queues.", "What is an error budget?")
 TENANT_IDS = list(TENANTS)  # rank order: the first tenant is the most popular
 TENANT_WEIGHTS = [1 / (rank + 1) ** SETTINGS.tenant_zipf_exponent for rank in range(len(TENANT_IDS))]
 
@@ -74,9 +65,16 @@ def _sse_events(resp) -> Any:
 class StackUser(FastHttpUser):
     wait_time = _wait_time()
 
-    def _fire(self, name: str, ms: float) -> None:
+    def _fire(self, name: str, ms: float, **context: Any) -> None:
         self.environment.events.request.fire(request_type=routes.LLM_TYPE, name=name, response_time=ms,
-                                             response_length=0, exception=None, context={})
+                                             response_length=0, exception=None, context=context)
+
+    def _judge(self, start: float, ttft_ms: float | None, tokens: int, failed: bool) -> None:
+        """One goodput sample: the request's end-to-end time and its reason (ok = good), by the same
+        judge as the ingress's counter."""
+        e2e_ms = (time.perf_counter() - start) * 1000
+        reason = "error" if failed else GOODPUT.judge(ttft_ms, e2e_ms, tokens)
+        self._fire(routes.GOODPUT, e2e_ms, goodput=reason)
 
     def chat(self) -> None:
         entry = routes.ENTRIES["chat"]
@@ -87,6 +85,7 @@ class StackUser(FastHttpUser):
                               context={"output_tokens": 0}) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
+                self._judge(start, None, 0, failed=True)
                 return
             stamps, done, tokens = [], False, 0
             for event in _sse_events(resp):
@@ -94,6 +93,7 @@ class StackUser(FastHttpUser):
                     done = True
                 elif "error" in event:
                     resp.failure(f"stream error: {event['error']}")
+                    self._judge(start, None, 0, failed=True)
                     return
                 else:
                     if event.get("choices") and event["choices"][0]["delta"].get("content"):
@@ -105,8 +105,10 @@ class StackUser(FastHttpUser):
             resp.request_meta["context"]["output_tokens"] = tokens = tokens or len(stamps)
             if not done or not stamps:
                 resp.failure("stream ended without content and [DONE]")
+                self._judge(start, None, 0, failed=True)
                 return
             resp.success()
+        self._judge(start, (stamps[0] - start) * 1000, tokens, failed=False)
         self._fire(routes.TTFT, (stamps[0] - start) * 1000)
         for a, b in itertools.pairwise(stamps):
             self._fire(routes.ITL, (b - a) * 1000)
@@ -115,10 +117,14 @@ class StackUser(FastHttpUser):
 
     def completions(self) -> None:
         entry = routes.ENTRIES["completions"]
+        start = time.perf_counter()
         with self.client.post(entry.route, json=_llm_body(prompt=random.choice(PROMPTS)), name=entry.name,
                               catch_response=True, context={"output_tokens": 0}) as resp:
+            tokens = 0
             if resp.status_code == 200:
-                resp.request_meta["context"]["output_tokens"] = resp.json()["usage"]["completion_tokens"]
+                tokens = resp.json()["usage"]["completion_tokens"]
+                resp.request_meta["context"]["output_tokens"] = tokens
+        self._judge(start, None, tokens, failed=resp.status_code != 200)
 
     def embed(self) -> None:
         entry = routes.ENTRIES["embed"]
@@ -163,8 +169,12 @@ _window: dict[str, float] = {}
 
 @events.request.add_listener
 def _record(name: str, response_time: float, exception: Any, context: dict | None = None, **_: Any) -> None:
-    tokens = (context or {}).get("output_tokens", 0)
-    _samples.append([round(time.time(), 3), name, round(response_time, 2), exception is None, tokens])
+    context = context or {}
+    row = [round(time.time(), 3), name, round(response_time, 2), exception is None,
+           context.get("output_tokens", 0)]
+    if "goodput" in context:
+        row.append(context["goodput"])
+    _samples.append(row)
 
 
 def _watch_cpu(environment: Environment) -> None:

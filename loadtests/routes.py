@@ -27,4 +27,6 @@ LLM_TYPE = "LLM"
 TTFT = "chat TTFT"  # request sent to first content token
 ITL = "chat ITL"  # every gap between two content chunks
 TPOT = "chat TPOT"  # per request: (end - first token) / (output tokens - 1)
-LLM_NAMES = (TTFT, ITL, TPOT)
+# Per LLM request (chat and completions): its end-to-end time, and its goodput reason, ok when good.
+GOODPUT = "LLM goodput"
+LLM_NAMES = (TTFT, ITL, TPOT, GOODPUT)

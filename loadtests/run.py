@@ -22,6 +22,7 @@ from loadtests import gate, plots
 from loadtests.settings import Settings, SettingsError, resolve
 from loadtests.stack_client import ensure_up
 from loadtests.summary import Run, summarize, table
+from loadtests.sweep import run as sweep
 from stack import ROOT, prom
 from stack.config import OpsConfig, load
 from stack.polling import eventually
@@ -94,6 +95,8 @@ def main() -> int:
     except SettingsError as err:
         print(f"loadtest: {err}", file=sys.stderr)
         return 2
+    if settings.shape == "sweep":  # open-loop rate sweep to the knee, not locust (loadtests/sweep)
+        return sweep.main(ops, lambda: ensure_up(ops))
     model = ensure_up(ops)[0]
     out = report_dir()
     print(describe(settings))

@@ -17,10 +17,12 @@ class Sample:
     ms: float
     ok: bool
     tokens: int
+    goodput: str = ""  # LLM goodput samples: ok (good) or the reason it was not
 
     @classmethod
     def parse(cls, row: list[Any]) -> Sample:
-        return cls(float(row[0]), str(row[1]), float(row[2]), bool(row[3]), int(row[4]))
+        return cls(float(row[0]), str(row[1]), float(row[2]), bool(row[3]), int(row[4]),
+                   str(row[5]) if len(row) > 5 else "")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class Run:
     cpu: list[tuple[float, float, int]]  # (time, percent of one core, users)
     started: float
     ended: float
+    model: str = ""  # the LLM model the run sent to
 
     @classmethod
     def parse(cls, record: dict[str, Any]) -> Run:
         return cls(record["settings"], [Sample.parse(r) for r in record["samples"]],
-                   [tuple(r) for r in record["locust_cpu"]], record["started"], record["ended"])
+                   [tuple(r) for r in record["locust_cpu"]], record["started"], record["ended"],
+                   record.get("model", ""))
 
     @property
     def duration_s(self) -> float:
@@ -69,7 +73,22 @@ def llm_figures(run: Run) -> dict[str, Any]:
         figures[key] = {"count": len(values), **quantiles(values)}
     figures["output_tokens"] = tokens
     figures["output_tokens_per_s"] = round(tokens / run.duration_s, 1)
+    figures["goodput"] = goodput_figures(run)
     return figures
+
+
+def goodput_figures(run: Run) -> dict[str, Any]:
+    """Per model: LLM requests judged, how many were good, and the reasons of the rest."""
+    judged = [s.goodput for s in run.by_name().get(routes.GOODPUT, [])]
+    if not judged:
+        return {}
+    bad: dict[str, int] = defaultdict(int)
+    for reason in judged:
+        if reason != "ok":
+            bad[reason] += 1
+    good = judged.count("ok")
+    return {run.model: {"requests": len(judged), "good": good, "share": round(good / len(judged), 4),
+                        "per_s": round(good / run.duration_s, 2), "bad": dict(sorted(bad.items()))}}
 
 
 def locust_figures(run: Run, warn_percent: float) -> dict[str, Any]:
@@ -120,6 +139,10 @@ def table(summary: dict[str, Any]) -> str:
         parts = [f"{k.upper()} p50 {_ms(llm[k]['p50_ms'])} p99 {_ms(llm[k]['p99_ms'])} ms"
                  for k in ("ttft", "itl", "tpot")]
         lines.append("LLM  " + " | ".join(parts) + f" | output {llm['output_tokens_per_s']} tokens/s")
+    for model, g in llm.get("goodput", {}).items():
+        bad = ", ".join(f"{reason} {n}" for reason, n in g["bad"].items()) or "none"
+        lines.append(f"LLM goodput {model}: {g['share']:.2%} good ({g['good']} of {g['requests']}, "
+                     f"{g['per_s']}/s); not good: {bad}")
     gen = summary["load_generator"]
     lines.append(f"locust CPU mean {gen['cpu_mean_percent']}% peak(5s) {gen['cpu_peak_5s_percent']}% "
                  f"of one core (warns at {gen['warn_percent']:g}%)")

@@ -29,6 +29,7 @@ RAY_EXPORT_S = 10.0  # Ray's metrics_report_interval_ms default: a replica's fig
 WINDOW_TERMS: dict[str, str] = {
     "ServeErrorBudgetBurn": "burn",
     "ServeLatencyBudgetBurn": "burn",
+    "LLMGoodputBudgetBurn": "burn",
     "ServeReplicaUnhealthy": "health_check",
     "ServeReplicaStalled": "range",  # the stall window: no request completed over it
     "RayGCSUnreachable": "range",  # its rate window must hold no answered RPC

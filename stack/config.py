@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stack import ROOT, levers
-from stack.serving.settings import ApiLimits, Tenants  # what the Serve config passes replicas
+from stack.serving.settings import ApiLimits, Goodput, Tenants  # what the Serve config passes replicas
 
 OPS_PATH = ROOT / "stack" / "ops.yaml"
 # Points load() at another ops config, e.g. a copy with a tighter SLO.
@@ -281,7 +281,48 @@ class Slo(_Strict):
 
 # Load-test tasks, one per route (embed twice: one text and a list).
 LoadTask = Literal["chat", "completions", "embed", "embed_batch", "classify", "predict"]
-Shape = Literal["steady", "step", "spike", "oscillation", "rate"]
+Shape = Literal["steady", "step", "spike", "oscillation", "rate", "sweep"]
+SweepFamilyName = Literal["llm", "embed", "classify"]
+
+
+class SweepFamily(_Strict):
+    """One route family's rates: start_rate_per_s x growth^k, k below max_steps."""
+
+    start_rate_per_s: float = Field(gt=0)
+    growth: float = Field(gt=1)
+    max_steps: int = Field(ge=1)
+    peak_rate_per_s: float = Field(gt=0)  # the rate max_replicas is sized for; PEAK_RATE overrides
+    deployment: str  # regex of the deployment label whose autoscaling the advice sets
+
+
+class SweepMode(_Strict):
+    step_s: float = Field(gt=0)  # each rate's arrivals
+    settle_s: float = Field(ge=0)  # the start of each step, left out of its figures
+    drain_timeout_s: float = Field(gt=0)  # after a step's arrivals; requests still open then failed
+    steps: int | None = Field(default=None, ge=1)  # rates per family; None: each family's max_steps
+
+    @model_validator(mode="after")
+    def _settles_inside(self) -> SweepMode:
+        if self.settle_s >= self.step_s:
+            raise ValueError("settle_s must be shorter than step_s")
+        return self
+
+
+class Sweep(_Strict):
+    """SHAPE=sweep: open-loop Poisson arrivals at rising rates per route family, until over-saturation."""
+
+    max_in_flight: int = Field(ge=1)  # an arrival finding this many open is dropped
+    throughput_ratio: float = Field(gt=0, le=1)  # served under this share of arrivals: the queue grows
+    backlog_floor: int = Field(ge=0)  # requests: smaller shortfalls and backlogs are noise
+    seed: int
+    modes: dict[Literal["full", "short"], SweepMode]
+    families: dict[SweepFamilyName, SweepFamily]
+
+    @model_validator(mode="after")
+    def _both_modes(self) -> Sweep:
+        if set(self.modes) != {"full", "short"}:
+            raise ValueError("sweep.modes needs full and short")
+        return self
 
 
 class LoadTest(_Strict):
@@ -300,6 +341,7 @@ class LoadTest(_Strict):
     tenant_zipf_exponent: float = Field(ge=0)
     locust_cpu_warn_percent: float = Field(gt=0, le=100)
     plot_window_s: float = Field(gt=0)
+    sweep: Sweep
 
     @model_validator(mode="after")
     def _sane(self) -> LoadTest:
@@ -362,6 +404,7 @@ class OpsConfig(_Strict):
     tenants: Tenants
     observability: Observability
     slos: list[Slo]
+    llm_goodput: dict[str, Goodput]
     alerting: Alerting
     latency_buckets_ms: list[float]
     loadtest: LoadTest
@@ -377,6 +420,19 @@ class OpsConfig(_Strict):
         if sorted(self.latency_buckets_ms) != self.latency_buckets_ms:
             raise ValueError("latency_buckets_ms must be ascending")
         return self
+
+    @model_validator(mode="after")
+    def _every_model_has_goodput(self) -> OpsConfig:
+        # A model without objectives would serve with no goodput SLO, no alert and no gate entry.
+        models = {m.model_id for p in self.profiles.values() for m in p.llm.models}
+        missing = sorted(models - set(self.llm_goodput))
+        if missing:
+            raise ValueError(f"llm_goodput has no objectives for the profiles' models {missing}")
+        return self
+
+    def goodput_for(self, model: str) -> Goodput:
+        """The model's goodput objectives; a model swapped in with LLM_MODEL keeps those of the first."""
+        return self.llm_goodput.get(model) or next(iter(self.llm_goodput.values()))
 
     def slo_for(self, route: str) -> Slo | None:
         return next((s for s in self.slos if s.route == route), None)

@@ -69,14 +69,16 @@ def model_application(name: str, profile: Profile) -> dict[str, Any]:
     }
 
 
-def replica_args(ops: OpsConfig, app: str) -> dict[str, Any]:
+def replica_args(ops: OpsConfig, profile: Profile, app: str) -> dict[str, Any]:
     """What the app's replicas need from the ops config besides their deployment options.
 
     Args, not user_config: the limits shape the FastAPI app and its OpenAPI spec, built with the app,
-    and the tiers label metrics; a change rolls the replicas, which is rare enough. stack.serving.settings
-    validates them when Serve builds the app.
+    the tiers label metrics, and the goodput objectives judge LLM requests; a change rolls the replicas,
+    which is rare enough. stack.serving.settings validates them when Serve builds the app.
     """
     args: dict[str, Any] = {"api": ops.api.model_dump()}
+    if app == LLM_APP:
+        args["goodput"] = {m.model_id: ops.llm_goodput[m.model_id].model_dump() for m in profile.llm.models}
     if app == "predict":
         args["tenants"] = ops.tenants.model_dump()
     return args
@@ -108,7 +110,7 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
         raise ValueError(f"profile {profile_name} has no settings for apps {sorted(missing)}")
     apps = [llm_application(profile), *(model_application(n, profile) for n in MODEL_APPS)]
     for app in apps:  # the Serve config is the replicas' only channel: no replica reads the ops config
-        app["args"] = {**app["args"], **replica_args(ops, app["name"])}
+        app["args"] = {**app["args"], **replica_args(ops, profile, app["name"])}
     config = {
         "proxy_location": "HeadOnly",
         "http_options": {"host": ops.listen.host, "port": ops.listen.serve_port},
@@ -136,14 +138,18 @@ def with_llm_levers(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
 
 
 def apply_overrides(config: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """LLM_MODEL=<local dir or hub id> replaces the first model; LLM_MODEL_ID names it."""
+    """LLM_MODEL=<local dir or hub id> replaces the first model, keeping its goodput objectives;
+    LLM_MODEL_ID names it."""
     source = env.get("LLM_MODEL", "").strip()
     if not source:
         return config
     app = next(a for a in config["applications"] if a["name"] == LLM_APP)
     loading = app["args"]["llm_configs"][0]["model_loading_config"]
     loading["model_source"] = source
+    replaced = loading["model_id"]
     loading["model_id"] = env.get("LLM_MODEL_ID") or Path(source.rstrip("/")).name
+    # The new model is judged by the goodput objectives of the one it replaces.
+    app["args"]["goodput"][loading["model_id"]] = app["args"]["goodput"].pop(replaced)
     return config
 
 

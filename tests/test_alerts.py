@@ -374,3 +374,43 @@ def test_the_pipeline_rules_pass_their_cases_alone(tmp_path: Path, name: str) ->
 def test_promtool_fails_a_broken_copy_of_a_rule(tmp_path: Path, name: str, old: str, new: str) -> None:
     out = promtool_alone(tmp_path, name, old, new)
     assert out.returncode != 0 and f"alertname: {name}," in out.stdout + out.stderr, out.stdout
+
+
+# The goodput burn-rate rules alone, with their cases from slo_burn_rules.test.yaml: each pair's
+# threshold moved past its above (x1.05) or below (x0.95) case must fail promtool.
+def promtool_goodput(tmp_path: Path, long_window: str, old: str = "",
+                     new: str = "") -> subprocess.CompletedProcess:
+    groups = generate.groups(load())
+    recording = [r for r in groups[0]["rules"] if r["record"].startswith("serveops:llm_goodput_bad:")]
+    alerts = [dict(r) for r in all_alerts() if r["alert"] == "LLMGoodputBudgetBurn"]
+    for rule in alerts:
+        if rule["labels"]["long_window"] == long_window:
+            assert old in rule["expr"], f"{long_window}: the break no longer applies"
+            rule["expr"] = rule["expr"].replace(old, new)
+    doc = {"groups": [{"name": "recording", "rules": recording}, {"name": "alerts", "rules": alerts}]}
+    (tmp_path / RULES_FILE.name).write_text(yaml.safe_dump(doc))
+    cases = yaml.safe_load((generate.TESTS_DIR / "slo_burn_rules.test.yaml").read_text())
+    tests = [t for t in cases["tests"] if t["name"].startswith("goodput ")]
+    assert len(tests) == 2 * 4 * len(load().llm_goodput)  # above and below, per pair and model
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "goodput.test.yaml").write_text(yaml.safe_dump(
+        {**cases, "group_eval_order": ["recording", "alerts"], "tests": tests}))
+    return subprocess.run(["promtool", "test", "rules", "tests/goodput.test.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_goodput_rules_pass_their_cases_alone(tmp_path: Path) -> None:
+    out = promtool_goodput(tmp_path, "1h")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("long_window", "old", "new"), [
+    ("1h", "> 0.72", "> 0.8"),  # 14.4 x 5%: the case just above no longer fires
+    ("1h", "> 0.72", "> 0.6"),  # the case just below fires (both windows' thresholds move)
+    ("1d", "> 0.15", "> 0.2"),
+    ("3d", "> 0.05", "> 0.04"),
+])
+def test_promtool_fails_a_goodput_rule_with_its_threshold_moved(tmp_path: Path, long_window: str, old: str,
+                                                                new: str) -> None:
+    out = promtool_goodput(tmp_path, long_window, old, new)
+    assert out.returncode != 0 and "alertname: LLMGoodputBudgetBurn," in out.stdout + out.stderr, out.stdout

@@ -345,8 +345,9 @@ def test_prometheus_times_with_nanoseconds() -> None:
 
 
 def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The section's flow with fake runs: who goes first swaps each repeat, TTFT runs at concurrency 1,
-    the standalone server gets the engine's threads, and a baseline that did not stream has no TTFT."""
+    """The section's flow with fake runs: a settle run per side first, who goes first swaps each repeat,
+    TTFT runs at concurrency 1, the standalone server gets the engine's threads, and a baseline that did
+    not stream has no TTFT."""
     ops = load()
     mode = ops.bench.modes["full"].model_copy(update={"repeats": 2})
     calls: list[tuple[str, int, int]] = []
@@ -370,7 +371,9 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(llm, "serve_engine_nice", lambda: 15)
     doc = llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
     c, n, n1 = ops.bench.llm.concurrency, mode.llm_prompts, mode.llm_ttft_prompts
-    assert calls == [("serve", n, c), ("vllm", n, c), ("serve", n1, 1), ("vllm", n1, 1),
+    # One discarded settle run per side, then the measured ones.
+    assert calls == [("serve", n, c), ("vllm", n, c),
+                     ("serve", n, c), ("vllm", n, c), ("serve", n1, 1), ("vllm", n1, 1),
                      ("vllm", n, c), ("serve", n, c), ("vllm", n1, 1), ("serve", n1, 1)]
     assert envs[0]["OMP_NUM_THREADS"] == "1" and envs[0]["nice"] == "15"
     ratio, ttft = doc["llm_throughput_ratio"], doc["ttft_overhead_ms"]

@@ -81,7 +81,8 @@ def _run(ops: OpsConfig, rows: list[list], weights: dict[str, int] | None = None
     settings = resolve(ops, {}).to_json()
     if weights is not None:
         settings["weights"] = weights
-    return Run(settings, [Sample.parse(row) for row in rows], [(1.0, 5.0, 2), (2.0, 7.0, 2)], 0.0, 10.0)
+    return Run(settings, [Sample.parse(row) for row in rows], [(1.0, 5.0, 2), (2.0, 7.0, 2)], 0.0, 10.0,
+               "tiny-llama")
 
 
 def _healthy_rows(n: int = 200) -> list[list]:
@@ -91,6 +92,7 @@ def _healthy_rows(n: int = 200) -> list[list]:
             rows.append([i / 20, e.name, 20.0, True, 32 if e.task in ("chat", "completions") else 0])
         rows.append([i / 20, routes.TTFT, 50.0, True, 0])
         rows.append([i / 20, routes.TPOT, 2.0, True, 0])
+        rows += [[i / 20, routes.GOODPUT, 20.0, True, 0, "ok"]] * 2  # the chat and the completion
     return rows
 
 
@@ -98,7 +100,8 @@ def test_gate_passes_a_healthy_run(ops: OpsConfig) -> None:
     verdicts = gate.evaluate(ops, _run(ops, _healthy_rows()))
     assert verdicts and all(v.passed for v in verdicts), [v.line() for v in verdicts if not v.passed]
     names = {v.objective for v in verdicts}
-    assert {f"{s.name} {k}" for s in ops.slos for k in ("availability", "latency")} | {"chat TTFT"} == names
+    slos = {f"{s.name} {k}" for s in ops.slos for k in ("availability", "latency")}
+    assert slos | {"chat TTFT", "tiny-llama goodput"} == names
 
 
 def test_gate_names_a_slow_route(ops: OpsConfig) -> None:

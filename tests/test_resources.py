@@ -83,6 +83,7 @@ def test_llm_default_bundles_follow_tensor_parallelism_and_serve_names() -> None
     model = raw["profiles"]["gpu"]["llm"]["models"][0]
     model["engine_kwargs"]["tensor_parallel_size"] = 2
     model["model_id"] = "Qwen/Qwen2.5-0.5B"
+    raw["llm_goodput"]["Qwen/Qwen2.5-0.5B"] = raw["llm_goodput"]["tiny-llama"]
     # Serve's own deployment name (build_llm_deployment), the one its metrics carry.
     d = _by_name("gpu", raw)["llm/LLMServer:Qwen--Qwen2_5-0_5B"]
     assert d.engine_bundles == ({"GPU": 1}, {"GPU": 1})

@@ -9,7 +9,9 @@ with a wrong threshold, route, bucket, status filter or `for` fails promtool; on
 window does not (every window holds the same ratio). Only the rules' annotation templates are read,
 since promtool compares annotations too.
 
-One group per SLO and pair holds errors above and latency below; another, the other way round.
+One group per SLO and pair holds errors above and latency below; another, the other way round. Per
+LLM model and pair, one group holds its bad-goodput share just above the pair's threshold, another
+just below.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from alerts.slo_rules import BURN_RATES, BurnRate
 from stack import ROOT
 from stack.artifacts import header
 from stack.config import OpsConfig, Slo
+from stack.serving.settings import Goodput
 
 OUT = ROOT / "alerts" / "tests" / "slo_burn_rules.test.yaml"
 SAMPLE_S = 60  # input series: one sample a minute
@@ -94,13 +97,20 @@ def duration(t: int) -> str:
     return f"{t // 60}m" if t % 60 == 0 else f"{t}s"
 
 
-def annotations(rule: dict[str, Any], slo: Slo, ratio: float) -> dict[str, str]:
+def fill(rule: dict[str, Any], labels: dict[str, str], ratio: float) -> dict[str, str]:
     """The rule's templates, filled as Prometheus would: $value is the long window's ratio."""
     value = f"{ratio * 100:.4g}%"  # Prometheus' humanizePercentage: %.4g of the percentage
-    out = {k: v.replace("{{ $labels.route }}", slo.route).replace("{{ $value | humanizePercentage }}", value)
-           for k, v in rule["annotations"].items()}
+    out = {}
+    for key, text in rule["annotations"].items():
+        for name, label in labels.items():
+            text = text.replace(f"{{{{ $labels.{name} }}}}", label)
+        out[key] = text.replace("{{ $value | humanizePercentage }}", value)
     assert not any("{{" in v for v in out.values()), f"unfilled template in {rule['alert']}: {out}"
     return out
+
+
+def annotations(rule: dict[str, Any], slo: Slo, ratio: float) -> dict[str, str]:
+    return fill(rule, {"route": slo.route}, ratio)
 
 
 def exp_alert(kind: Kind, slo: Slo, burn: BurnRate, ratio: float,
@@ -127,9 +137,44 @@ def group(slo: Slo, burn: BurnRate, hot: Kind, cold: Kind,
             "alert_rule_test": checks}
 
 
+GOODPUT_ALERT = "LLMGoodputBudgetBurn"
+
+
+def goodput_series(model: str, ratio: float, samples: int) -> list[dict[str, str]]:
+    """`ratio` of the model's judged requests bad (slow streams), the rest good."""
+    metric = "ray_serveops_llm_goodput_total"
+    return [{"series": f'{metric}{{model="{model}",verdict="good",reason="ok"}}',
+             "values": counter(PER_MIN * (1 - ratio), samples)},
+            {"series": f'{metric}{{model="{model}",verdict="bad",reason="tpot"}}',
+             "values": counter(PER_MIN * ratio, samples)}]
+
+
+def goodput_group(model: str, goodput: Goodput, burn: BurnRate, factor: float,
+                  rules: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The model's bad share at `factor` x this pair's threshold: checked one evaluation before the
+    pair's `for` has run and at it; every pair whose threshold the share passes fires."""
+    ratio = factor * burn.factor * goodput.budget
+    end = fires_at(burn)
+    checks = []
+    for t in (end - EVAL_S, end):
+        alerts = []
+        for b in BURN_RATES:
+            if ratio > b.factor * goodput.budget and t >= fires_at(b):
+                rule = rules[(GOODPUT_ALERT, model, b.long)]
+                labels = {"severity": b.severity, "model": model, "long_window": b.long,
+                          "short_window": b.short}
+                alerts.append({"exp_labels": labels,
+                               "exp_annotations": fill(rule, {"model": model}, ratio)})
+        checks.append({"eval_time": duration(t), "alertname": GOODPUT_ALERT, "exp_alerts": alerts})
+    return {"name": f"goodput {model} {burn.long}/{burn.short}: {'above' if factor > 1 else 'below'}",
+            "interval": duration(SAMPLE_S),
+            "input_series": goodput_series(model, ratio, end // SAMPLE_S + 1),
+            "alert_rule_test": checks}
+
+
 def index(alert_rules: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    return {(r["alert"], r["labels"]["slo"], r["labels"]["long_window"]): r
-            for r in alert_rules if "slo" in r["labels"]}
+    return {(r["alert"], r["labels"].get("slo") or r["labels"]["model"], r["labels"]["long_window"]): r
+            for r in alert_rules if "slo" in r["labels"] or r["alert"] == GOODPUT_ALERT}
 
 
 def render(ops: OpsConfig, rule_groups: list[dict[str, Any]]) -> str:
@@ -138,6 +183,8 @@ def render(ops: OpsConfig, rule_groups: list[dict[str, Any]]) -> str:
     rules = index([r for g in rule_groups for r in g["rules"] if "alert" in r])
     tests = [group(slo, burn, hot, cold, rules) for slo in ops.slos for burn in BURN_RATES
              for hot, cold in ((ERRORS, LATENCY), (LATENCY, ERRORS))]
+    tests += [goodput_group(model, goodput, burn, factor, rules) for model, goodput in ops.llm_goodput.items()
+              for burn in BURN_RATES for factor in (ABOVE, BELOW)]
     doc = {"rule_files": ["../serveops.rules.yaml"], "evaluation_interval": duration(EVAL_S),
            "group_eval_order": [g["name"] for g in rule_groups], "tests": tests}
     return (header("alerts/tests/slo_burn_cases.py")

@@ -7,7 +7,8 @@ with these changes:
   input is a 4xx naming the field, and the OpenAPI spec describes what is really accepted;
 - relative model paths resolve against the project root;
 and it records what the Serve layer sees of each LLM request: an `llm.request` span, prompt and
-completion tokens, and the time to first token of streamed responses.
+completion tokens, the time to first token of streamed responses, and whether the request was good by
+its model's goodput objectives (serveops_llm_goodput).
 
 `serve deploy stack/serve/cpu.yaml` imports `stack.serving.llm_app:build_app` with the file's args.
 """
@@ -15,6 +16,7 @@ completion tokens, and the time to first token of streamed responses.
 # No `from __future__ import annotations`: FastAPI reads the routes' body types from the annotations,
 # and the types are built in build_app() from the app's limits.
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,7 +49,7 @@ from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import tracer
 from stack.serving.schemas import ChatRequestBase, CompletionRequestBase, RequestModels, request_models
-from stack.serving.settings import AppArgs, parse_args
+from stack.serving.settings import Goodput, LLMArgs, parse_args
 
 # Only the routes a chat model needs; the stock app's /tokenize, /detokenize, /v1/embeddings and
 # /v1/score 500 on a chat model.
@@ -59,6 +61,7 @@ ENDPOINTS = {
 }
 DEFAULT_MAX_MODEL_LEN = 2048
 LLMRequest = ChatRequestBase | CompletionRequestBase
+OUR_ARGS = ("api", "goodput")  # the rest of the app's args are ray.serve.llm's LLMServingArgs
 
 
 def resolve_source(source: str) -> str:
@@ -88,13 +91,23 @@ def _has_token(event: dict[str, Any]) -> bool:
     return False
 
 
+def _server_fault(err: BaseException) -> bool:
+    """Whether a request that raised counts against goodput: not a client's 4xx, nor a client gone."""
+    if isinstance(err, asyncio.CancelledError):
+        return False
+    status = getattr(err, "status", None) if isinstance(err, api_errors.ApiError) else (
+        getattr(err, "status_code", None) if isinstance(err, vllm_models.OpenAIHTTPException) else None)
+    return status is None or int(status) >= 500
+
+
 class ValidatingIngress(OpenAiIngress):
     """OpenAiIngress whose chat and completions routes take our strict request models."""
 
     def __init__(self, llm_deployments, model_cards, *, max_model_lens: dict[str, int],
-                 max_prompt_chars: int, **kwargs) -> None:
+                 max_prompt_chars: int, goodput: dict[str, dict[str, Any]], **kwargs) -> None:
         super().__init__(llm_deployments, model_cards, **kwargs)
         self._max_model_lens, self._max_prompt_chars = max_model_lens, max_prompt_chars
+        self._goodput = {model: Goodput.model_validate(g) for model, g in goodput.items()}
         install_trace_log_filter()
 
     def _check(self, body: LLMRequest, prompt_field: str) -> None:
@@ -123,6 +136,12 @@ class ValidatingIngress(OpenAiIngress):
             message = f"{param}: {err.args[0]}" if param else str(err.args[0])
             raise api_errors.ApiError(422, message, param) from None
 
+    def _judge(self, model: str, reason: str) -> None:
+        """Count one request towards the model's goodput: `reason` ok is good, anything else bad."""
+        if model in self._goodput:
+            metrics().llm_goodput.inc(tags={"model": model, "verdict": "good" if reason == "ok" else "bad",
+                                            "reason": reason})
+
     def _model_label(self, model: str | None) -> str:
         if model in self._max_model_lens:
             return model
@@ -146,14 +165,24 @@ class ValidatingIngress(OpenAiIngress):
         try:
             with trace.use_span(span, end_on_exit=False):
                 response = await handler(self._to_vllm(vllm_model, data), request)
-        except BaseException:
+        except BaseException as err:
+            if _server_fault(err):
+                self._judge(model, "error")
             span.end()
             raise
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._observe_stream(response.body_iterator, route, model, started,
                                                           span, client_wants_usage)
         else:
-            self._record_usage(json.loads(response.body).get("usage"), route, model, span)
+            usage = json.loads(response.body).get("usage") if response.status_code < 400 else None
+            self._record_usage(usage, route, model, span)
+            if response.status_code >= 500:
+                self._judge(model, "error")
+            elif response.status_code < 400:
+                e2e_ms = (time.perf_counter() - started) * 1000
+                tokens = int((usage or {}).get("completion_tokens") or 0)
+                self._judge(model, self._goodput[model].judge(None, e2e_ms, tokens)
+                            if model in self._goodput else "ok")
             span.end()
         return response
 
@@ -170,7 +199,8 @@ class ValidatingIngress(OpenAiIngress):
 
     async def _observe_stream(self, chunks: AsyncIterator[Any], route: str, model: str, started: float,
                               span: trace.Span, client_wants_usage: bool) -> AsyncIterator[Any]:
-        first_token = False
+        ttft_ms: float | None = None
+        tokens, failed = 0, False
         try:
             async for chunk in chunks:
                 text = chunk.decode() if isinstance(chunk, bytes) else chunk
@@ -179,18 +209,29 @@ class ValidatingIngress(OpenAiIngress):
                     payload = event.removeprefix("data: ").strip()
                     if payload.startswith("{"):
                         parsed = json.loads(payload)
-                        if not first_token and _has_token(parsed):
-                            first_token = True
+                        failed = failed or "error" in parsed
+                        if ttft_ms is None and _has_token(parsed):
                             ttft_ms = (time.perf_counter() - started) * 1000
                             metrics().llm_ttft_ms.observe(ttft_ms, tags={"model": model})
                             span.set_attribute("llm.ttft_ms", round(ttft_ms, 2))
                         if parsed.get("usage") and not parsed.get("choices"):
+                            tokens = int(parsed["usage"].get("completion_tokens") or 0)
                             self._record_usage(parsed["usage"], route, model, span)
                             if not client_wants_usage:
                                 dropped = True
                                 continue
                     kept.append(event)
                 yield "\n\n".join(kept) if dropped else chunk
+            e2e_ms = (time.perf_counter() - started) * 1000
+            if failed or ttft_ms is None:  # an error event, or a stream that ended with no token
+                self._judge(model, "error")
+            elif model in self._goodput:
+                self._judge(model, self._goodput[model].judge(ttft_ms, e2e_ms, tokens))
+        except (GeneratorExit, asyncio.CancelledError):
+            raise  # the client left: neither good nor bad for the server
+        except BaseException:
+            self._judge(model, "error")
+            raise
         finally:
             span.end()
 
@@ -231,9 +272,9 @@ async def on_openai_error(request: Request, exc: vllm_models.OpenAIHTTPException
 
 
 def build_app(args: dict[str, Any]):
-    # `api` is ours; the rest is ray.serve.llm's LLMServingArgs.
-    limits = parse_args(AppArgs, {k: v for k, v in args.items() if k == "api"}, "llm").api
-    llm_args = {k: v for k, v in args.items() if k != "api"}
+    ours = parse_args(LLMArgs, {k: v for k, v in args.items() if k in OUR_ARGS}, "llm")
+    limits = ours.api
+    llm_args = {k: v for k, v in args.items() if k not in OUR_ARGS}
     serving = LLMServingArgs.model_validate(with_resolved_sources(llm_args))
     configs = serving.llm_configs
     options = maybe_apply_llm_deployment_config_defaults(
@@ -254,4 +295,5 @@ def build_app(args: dict[str, Any]):
         max_model_lens={c.model_id: int(c.engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN))
                         for c in configs},
         max_prompt_chars=limits.max_prompt_chars,
+        goodput={model: g.model_dump() for model, g in ours.goodput.items()},
     )

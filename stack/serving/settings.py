@@ -64,6 +64,38 @@ class AppArgs(_Strict):
     faults: FaultSettings | None = None
 
 
+class Goodput(_Strict):
+    """A request is good when it succeeded, its first token came within ttft_ms and the rest streamed at
+    a mean of at most tpot_ms a token; `target` is the share that must be good (the goodput SLO).
+
+    A non-streamed answer reaches the user all at once: it is good when it took no longer than a streamed
+    one meeting both objectives would have, ttft_ms + tpot_ms x (completion tokens - 1).
+    """
+
+    ttft_ms: float = Field(gt=0)
+    tpot_ms: float = Field(gt=0)
+    target: float = Field(gt=0, lt=1)
+
+    @property
+    def budget(self) -> float:
+        return 1 - self.target
+
+    def judge(self, ttft_ms: float | None, e2e_ms: float, tokens: int) -> str:
+        """`ok` (a good request), or the first objective missed: `ttft`, `tpot`, or `e2e` for an answer
+        not streamed (ttft_ms None)."""
+        if ttft_ms is None:
+            return "ok" if e2e_ms <= self.ttft_ms + self.tpot_ms * max(tokens - 1, 0) else "e2e"
+        if ttft_ms > self.ttft_ms:
+            return "ttft"
+        tpot_ms = (e2e_ms - ttft_ms) / (tokens - 1) if tokens > 1 else 0.0
+        return "ok" if tpot_ms <= self.tpot_ms else "tpot"
+
+
+class LLMArgs(AppArgs):
+    # model_id -> its goodput objectives; the ingress judges each request by them.
+    goodput: dict[str, Goodput]
+
+
 class PredictArgs(AppArgs):
     tenants: Tenants
     max_num_models_per_replica: int = Field(gt=0)

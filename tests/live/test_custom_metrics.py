@@ -26,6 +26,7 @@ FAMILIES = {
     "ray_serveops_llm_prompt_tokens_count": {"model"},
     "ray_serveops_llm_completion_tokens_count": {"model"},
     "ray_serveops_llm_ttft_ms_count": {"model"},
+    "ray_serveops_llm_goodput_total": {"model", "verdict", "reason"},
 }
 
 
@@ -85,3 +86,11 @@ def test_vllm_engine_metrics_exported(after_traffic: prom.Samples) -> None:
     # engine works, so the clean-load test checks those under load.
     for family in ("ray_vllm_time_to_first_token_seconds_count", "ray_vllm_generation_tokens_total"):
         assert family in names, sorted(n for n in names if n.startswith("ray_vllm"))[:20]
+
+
+def test_llm_requests_are_judged_for_goodput(after_traffic: prom.Samples) -> None:
+    # The streamed chat and the completion above, at least: each well within tiny-llama's objectives.
+    assert prom.total(after_traffic, "ray_serveops_llm_goodput_total", model="tiny-llama", verdict="good",
+                      reason="ok") >= 2
+    reasons = {lab["reason"] for n, lab, _ in after_traffic if n == "ray_serveops_llm_goodput_total"}
+    assert reasons <= {"ok", "ttft", "tpot", "e2e", "error"}, reasons

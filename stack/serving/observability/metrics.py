@@ -8,7 +8,8 @@ Label cardinality is bounded by construction; no raw user value becomes a label 
 - outcome: ok | client_error | server_error;
 - error_class: an error kind of ours or a pydantic error type (a fixed set), else "other";
 - label: the classifier's labels; tier: the tenant tiers in the predict app's args plus the default tier;
-- model: model ids from the LLM app's args.
+- model: model ids from the LLM app's args;
+- verdict: good | bad; reason: ok | ttft | tpot | e2e | error (stack.serving.settings.Goodput.judge).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Metrics:
     llm_prompt_tokens: Histogram
     llm_completion_tokens: Histogram
     llm_ttft_ms: Histogram
+    llm_goodput: Counter
 
 
 class _Off:
@@ -85,6 +87,10 @@ def metrics() -> Metrics:
         llm_ttft_ms=Histogram("serveops_llm_ttft_ms",
                               "Time to first token as the Serve ingress sees it (streaming requests).",
                               boundaries=LATENCY_MS, tag_keys=("model",)),
+        llm_goodput=Counter("serveops_llm_goodput",
+                            "LLM requests judged against their model's goodput objectives (TTFT and TPOT): "
+                            "verdict good or bad, and the reason (ok, ttft, tpot, e2e, error).",
+                            tag_keys=("model", "verdict", "reason")),
     )
 
 
