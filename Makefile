@@ -28,7 +28,7 @@ bench: setup
 
 # Every generated artifact, from stack/ops.yaml, in dependency order: the manifests embed the rule file
 # and the dashboard JSON as committed. `make check` proves none drifted (and promtool-checks the rules).
-GENERATORS := stack.serve_config alerts.generate dashboards.generate stack.k8s.generate runbooks.scorecard_line
+GENERATORS := stack.serve_config alerts.generate alerts.slo_export dashboards.generate stack.k8s.generate runbooks.scorecard_line
 
 generate: setup
 	@for m in $(GENERATORS); do $(PY) -m $$m || exit 1; done

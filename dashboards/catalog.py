@@ -29,9 +29,14 @@ def serve_overview() -> DashboardSpec:
         PanelSpec("Healthy replicas by deployment", "Replicas passing their health check.", "short",
                   (q(f"sum by (application, deployment) (ray_serve_deployment_replica_healthy{{{DEP}}})",
                      "{{application}}/{{deployment}}"),), runbook="ServeReplicaUnhealthy"),
-        PanelSpec("Ongoing requests at replicas", "Requests a deployment's replicas are working on.", "short",
-                  (q(f"sum by (application, deployment) (ray_serve_num_ongoing_requests_at_replicas{{{DEP}}})",
-                     "{{application}}/{{deployment}}"),)),
+        # Handles count what they sent; under the haproxy_ingress lever no handle sends to an ingress
+        # deployment, so only the replicas' own count sees those requests (docs/levers.md).
+        PanelSpec("Ongoing requests at replicas", "Requests a deployment's replicas are working on, as the "
+                  "replicas count them, and as the DeploymentHandles that sent them count them.", "short",
+                  (q(f"sum by (application, deployment) (ray_serve_replica_processing_queries{{{DEP}}})",
+                     "{{application}}/{{deployment}}"),
+                   q(f"sum by (application, deployment) (ray_serve_num_ongoing_requests_at_replicas{{{DEP}}})",
+                     "via handles {{application}}/{{deployment}}"))),
         PanelSpec("HTTP errors by route and code", "Requests Serve answered with an error, by route and "
                   "status code.", "reqps",
                   (q(f"sum by (route, error_code) (rate(ray_serve_num_http_error_requests_total{{{HTTP}}}[{RATE}]))",

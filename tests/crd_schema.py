@@ -33,7 +33,16 @@ CRD_FILES = {
         "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"):
         "monitoring.coreos.com_prometheusrules.yaml",
+    # Chaos Mesh: the resources of stack/k8s/chaos-mesh/ (tests/test_chaos_mesh.py).
+    ("chaos-mesh.org/v1alpha1", "PodChaos"): "chaos-mesh.org_podchaos.yaml",
+    ("chaos-mesh.org/v1alpha1", "NetworkChaos"): "chaos-mesh.org_networkchaos.yaml",
+    ("chaos-mesh.org/v1alpha1", "StressChaos"): "chaos-mesh.org_stresschaos.yaml",
+    ("chaos-mesh.org/v1alpha1", "HTTPChaos"): "chaos-mesh.org_httpchaos.yaml",
+    ("chaos-mesh.org/v1alpha1", "Workflow"): "chaos-mesh.org_workflows.yaml",
+    ("chaos-mesh.org/v1alpha1", "Schedule"): "chaos-mesh.org_schedules.yaml",
 }
+# libyaml's loader where built in: Chaos Mesh's Workflow and Schedule CRDs are most of a megabyte each.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf")
 _INLINE_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
 
@@ -105,7 +114,7 @@ def crd_path(api_version: str, kind: str) -> Path:
 @functools.cache
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     """The strict openAPIV3Schema of the CRD's version that api_version names."""
-    crd = yaml.safe_load(crd_path(api_version, kind).read_text())
+    crd = yaml.load(crd_path(api_version, kind).read_text(), Loader=_LOADER)
     version = api_version.rsplit("/", 1)[-1]
     (found,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     return strict(found["schema"]["openAPIV3Schema"])

@@ -144,7 +144,15 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path) -> dict[st
     url, body = f"{ops.listen.serve_url}/embed", json.dumps({"text": ops.bench.embed_text})
     profiled = pyspy.profile_groups(groups, mode.duration_s, out / "profiles",
                                       lambda s: wrk.run(url, body, measure.connections, s))
+    # And on the LLM at its throughput concurrency: what Serve's path adds per output token.
+    spent = seen.get(kept_name, {}).get("llm", {}).get("cpu_ms_per_output_token", {})
+    model, bench = ops.profile(profile).llm.models[0], ops.bench.llm
+    llm_profiled = pyspy.profile_groups(
+        [g for g in spent if g not in ("all", "other")][:3], mode.duration_s, out / "profiles-llm",
+        lambda s: llm.bench(ops.listen.serve_url, model, bench, max(bench.concurrency, round(s * 4)),
+                            bench.concurrency, out / "llm"))
     return {"levers": {"kept": kept_name, "configs": seen, "compared": compare(seen), "profile": profiled,
+                       "profile_llm": llm_profiled,
                        "inputs": {"embed_connections": measure.connections,
                                   "torch_threads_raw": measure.threads,
                                   "classify_concurrency": [ops.bench.latency_concurrency,
@@ -218,10 +226,11 @@ def markdown(section: dict[str, Any]) -> str:
         broken = broken_contracts(section["configs"][config])
         rows.append(f"| {config}{kept} | " + " | ".join(cells) + f" | {groups} | "
                     + (", ".join(wins(row)) or "-") + " | " + ("; ".join(broken) or "ok") + " |")
-    for group, found in section.get("profile", {}).items():
-        top = ", ".join(f"{f['function']} {f['share']:.0%}" for f in found.get("top", [])[:6])
-        rows.append(f"\npy-spy, {group} (pid {found['pid']}), kept stack, /embed at saturation: "
-                    + (top or found.get("error", "no samples")))
+    for key, load in (("profile", "/embed at saturation"), ("profile_llm", "the LLM at its concurrency")):
+        for group, found in section.get(key, {}).items():
+            top = ", ".join(f"{f['function']} {f['share']:.0%}" for f in found.get("top", [])[:6])
+            rows.append(f"\npy-spy, {group} (pid {found['pid']}), kept stack, {load}: "
+                        + (top or found.get("error", "no samples")))
     return "\n".join(rows) + "\n"
 
 

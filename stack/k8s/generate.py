@@ -3,7 +3,9 @@
 Numbered files, so `kubectl apply -f stack/k8s/manifests/` applies them in order: the namespace, the
 Redis behind GCS fault tolerance, the Promtail config the Ray pods mount, the RayService, then the
 monitoring objects, whose rules and dashboards come from the committed alerts/serveops.rules.yaml and
-dashboards/json/. Committed; `--check` fails when a file drifts from this generator.
+dashboards/json/. Also the Chaos Mesh form of the chaos experiments, one file each under
+stack/k8s/chaos-mesh/: not under manifests/, so applying manifests/ injects no fault. Committed; `--check`
+fails when a file in either folder drifts from this generator, or is one it no longer writes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from stack.config import OpsConfig, load
 from stack.k8s import (
     NAMESPACE,
     PROFILE,
+    chaos_mesh,
     labels,
     monitoring,
     promtail,
@@ -30,6 +33,8 @@ from stack.k8s import (
 )
 
 HEADER = artifacts.header("stack/k8s/generate.py")
+# Folders whose every file is this generator's: the drift check also names a file it no longer writes.
+OWNED = (MANIFESTS_DIR, chaos_mesh.CHAOS_MESH_DIR)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -64,6 +69,7 @@ def rendered(ops: OpsConfig) -> dict[Path, str]:
     groups = sizing.worker_groups(ops.profile(PROFILE))
     promtail_config = yaml.dump(promtail.config(), Dumper=_Dumper, sort_keys=False)
     host = rayservice.POD_LISTEN_HOST
+    ray_service = rayservice.rayservice(ops, groups)
     manifests = {
         "00-namespace.yaml": dump([namespace()]),
         "10-redis.yaml": dump([redis.deployment(), redis.service()],
@@ -72,7 +78,7 @@ def rendered(ops: OpsConfig) -> dict[Path, str]:
         "20-promtail.yaml": dump([promtail.configmap(promtail_config)],
                                  ["Promtail sidecar config (stack/k8s/promtail.py)."]),
         "30-rayservice.yaml": dump(
-            [rayservice.rayservice(ops, groups)],
+            [ray_service],
             [f"The {PROFILE} profile's Serve config on KubeRay; http_options.host is {host} in the pods "
              "(see stack/k8s/rayservice.py).", *rayservice.sizing_notes(groups)]),
         "40-podmonitors.yaml": dump([monitoring.pod_monitor(ops, t) for t in ("head", "worker")]),
@@ -82,12 +88,14 @@ def rendered(ops: OpsConfig) -> dict[Path, str]:
                                    ["dashboards/json/, minified; Grafana's sidecar loads ConfigMaps "
                                     "labelled grafana_dashboard."]),
     }
-    return {MANIFESTS_DIR / name: text for name, text in manifests.items()}
+    chaos = {chaos_mesh.CHAOS_MESH_DIR / f"{name}.yaml": dump(objects, notes)
+             for name, (objects, notes) in chaos_mesh.rendered(ray_service, groups).items()}
+    return {**{MANIFESTS_DIR / name: text for name, text in manifests.items()}, **chaos}
 
 
 def main(argv: list[str] | None = None) -> int:
     ops = load()
-    return artifacts.emit("k8s", lambda: rendered(ops), owned=(MANIFESTS_DIR,), argv=argv)
+    return artifacts.emit("k8s", lambda: rendered(ops), owned=OWNED, argv=argv)
 
 
 if __name__ == "__main__":
