@@ -47,7 +47,8 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\
 _MADE_LABEL = re.compile(r',\s*"([a-zA-Z_]\w*)"\s*,\s*"[^"]*"\s*,\s*"\w*"\s*,\s*"[^"]*"\s*\)')
 _BARE_SELECTOR = re.compile(r"(?<![\w:])\{([^}]*)\}")  # {job="ray"}: any series with these labels
 # Series Prometheus writes itself (no target exports them); ALERTS carries each alert's own labels.
-PROMETHEUS_WRITTEN = {*PROMETHEUS_SERIES, "ALERTS", "ALERTS_FOR_STATE"}
+ALERT_SERIES = {"ALERTS", "ALERTS_FOR_STATE"}
+PROMETHEUS_WRITTEN = {*PROMETHEUS_SERIES, *ALERT_SERIES}
 _PROMQL = re.compile(r"serveops promql\s+(.*)")
 
 
@@ -105,7 +106,8 @@ def references(expr: str) -> tuple[list[Reference], set[str]]:
 def check(ops: OpsConfig, contract: dict[str, Any]) -> list[str]:
     """What a rule, panel or runbook query reads that the contract does not hold: one line each."""
     samples: dict[str, set[str]] = {n: set(s["labels"]) for n, s in contract["samples"].items()}
-    recorded = {r["record"]: set(r.get("labels", {}))
+    # Each recording rule's output labels: its static ones and those its `by (...)` keeps.
+    recorded = {r["record"]: set(r.get("labels", {})) | references(r["expr"])[1]
                 for g in _groups(ops) for r in g["rules"] if "record" in r}
     problems = []
     for use in uses(ops):
@@ -114,7 +116,7 @@ def check(ops: OpsConfig, contract: dict[str, Any]) -> list[str]:
         known |= {label for bare in _BARE_SELECTOR.findall(use.expr) for label in _MATCHER.findall(bare)}
         for ref in refs:
             if ref.metric in recorded:
-                known |= recorded[ref.metric] | _recorded_labels(ops, ref.metric)
+                known |= recorded[ref.metric]
                 continue
             if ref.metric in PROMETHEUS_WRITTEN or ref.metric in EVENT_ONLY:
                 known |= SCRAPE_LABELS if ref.metric in PROMETHEUS_SERIES else ref.labels
@@ -126,7 +128,7 @@ def check(ops: OpsConfig, contract: dict[str, Any]) -> list[str]:
             known |= have
             for label in sorted(ref.labels - have):
                 problems.append(f"{use.where}: {ref.metric} has no label {label!r} (has {sorted(have)})")
-        if any(r.metric in EVENT_ONLY or r.metric in {"ALERTS", "ALERTS_FOR_STATE"} for r in refs):
+        if any(r.metric in EVENT_ONLY or r.metric in ALERT_SERIES for r in refs):
             continue  # their labels are not pinned: grouping on them is not checked
         for label in sorted(grouped - known):
             problems.append(f"{use.where}: groups on {label!r}, which none of its metrics has")
@@ -137,15 +139,6 @@ def _groups(ops: OpsConfig) -> list[dict[str, Any]]:
     from alerts import generate
 
     return generate.groups(ops)
-
-
-def _recorded_labels(ops: OpsConfig, record: str) -> set[str]:
-    """Labels a recording rule's output keeps from its expression's `by (...)`."""
-    for g in _groups(ops):
-        for r in g["rules"]:
-            if r.get("record") == record:
-                return {lab.strip() for grp in _GROUPING.findall(r["expr"]) for lab in grp.split(",")}
-    return set()
 
 
 # --- capture ------------------------------------------------------------------------------------------

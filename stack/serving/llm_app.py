@@ -142,6 +142,11 @@ class ValidatingIngress(OpenAiIngress):
             metrics().llm_goodput.inc(tags={"model": model, "verdict": "good" if reason == "ok" else "bad",
                                             "reason": reason})
 
+    def _judge_timing(self, model: str, ttft_ms: float | None, e2e_ms: float, tokens: int) -> None:
+        """A request that succeeded, judged by its model's objectives (none: not counted)."""
+        if model in self._goodput:
+            self._judge(model, self._goodput[model].judge(ttft_ms, e2e_ms, tokens))
+
     def _model_label(self, model: str | None) -> str:
         if model in self._max_model_lens:
             return model
@@ -179,10 +184,8 @@ class ValidatingIngress(OpenAiIngress):
             if response.status_code >= 500:
                 self._judge(model, "error")
             elif response.status_code < 400:
-                e2e_ms = (time.perf_counter() - started) * 1000
                 tokens = int((usage or {}).get("completion_tokens") or 0)
-                self._judge(model, self._goodput[model].judge(None, e2e_ms, tokens)
-                            if model in self._goodput else "ok")
+                self._judge_timing(model, None, (time.perf_counter() - started) * 1000, tokens)
             span.end()
         return response
 
@@ -225,8 +228,8 @@ class ValidatingIngress(OpenAiIngress):
             e2e_ms = (time.perf_counter() - started) * 1000
             if failed or ttft_ms is None:  # an error event, or a stream that ended with no token
                 self._judge(model, "error")
-            elif model in self._goodput:
-                self._judge(model, self._goodput[model].judge(ttft_ms, e2e_ms, tokens))
+            else:
+                self._judge_timing(model, ttft_ms, e2e_ms, tokens)
         except (GeneratorExit, asyncio.CancelledError):
             raise  # the client left: neither good nor bad for the server
         except BaseException:
