@@ -133,6 +133,27 @@ def wait_target_killed(ctx: Context, timeout_s: float) -> None:
     ctx.log(f"replica pid {pid} was killed")
 
 
+@action
+def wait_target_status(ctx: Context, status: str, timeout_s: float) -> None:
+    """Block until Serve itself reports the target deployment in `status`, and mark that moment as the
+    fault: a bad release is a deployment that fails only once Serve gives up on its constructor
+    retries (max_constructor_retry_count), which takes several replica starts after the submit."""
+    t = ctx.exp.target
+    deadline, seen = time.time() + timeout_s, "?"
+    while time.time() < deadline:
+        try:
+            rows = serve_deploy.states(serve_deploy.details(ctx.ops.listen.dashboard_url))
+            seen = next((r.status for r in rows if r.app == t.app and r.deployment == t.deployment), "absent")
+        except Exception as err:  # the controller busy with the rollout: ask again
+            seen = f"unavailable ({type(err).__name__})"
+        if seen == status:
+            ctx.mark("fault")
+            ctx.log(f"{t.app}/{t.deployment} is {status}")
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{t.app}/{t.deployment} not {status} after {timeout_s:g}s (last seen: {seen})")
+
+
 def fault_file(ctx: Context, app: str) -> Path:
     """The control file the app's replicas read, from the deployed Serve config: the replicas' own
     setting, so the chaos engine cannot write where no replica looks."""

@@ -7,8 +7,10 @@ import pytest
 import yaml
 
 from chaos import actions, experiment, probes, safety
+from chaos.context import Context
 from runbooks import book
 from stack.config import OpsConfig, load
+from stack.local.serve_deploy import DeploymentState
 
 EXPERIMENTS = experiment.names()
 ALERTS = {r["alert"] for g in yaml.safe_load(open("alerts/serveops.rules.yaml"))["groups"]
@@ -130,3 +132,35 @@ def test_safety_refuses_when_no_local_gcs() -> None:
 def test_loopback_addresses() -> None:
     assert safety.is_loopback("127.0.0.1") and safety.is_loopback("::1") and safety.is_loopback("localhost")
     assert not safety.is_loopback("0.0.0.0") and not safety.is_loopback("192.0.2.2")
+
+
+
+def _serve_answers(monkeypatch: pytest.MonkeyPatch, statuses: list[str]) -> Context:
+    """A bad-rollout context whose Serve reports each status in turn, the last one for ever."""
+    exp = experiment.load("bad-rollout")
+    left = list(statuses)
+
+    def states(_details: object) -> list[DeploymentState]:
+        status = left.pop(0) if len(left) > 1 else left[0]
+        return [DeploymentState(app=exp.target.app, app_status="DEPLOYING", deployment=exp.target.deployment,
+                                status=status, running=1, target=1, message="")]
+    monkeypatch.setattr(actions.serve_deploy, "details", lambda _url: {})
+    monkeypatch.setattr(actions.serve_deploy, "states", states)
+    monkeypatch.setattr(actions.time, "sleep", lambda _s: None)
+    return Context(load(), exp, "short", {}, load=None)  # type: ignore[arg-type]
+
+
+def test_the_fault_of_a_bad_release_is_serve_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _serve_answers(monkeypatch, ["UPDATING", "UPDATING", "DEPLOY_FAILED"])
+    actions.wait_target_status(ctx, "DEPLOY_FAILED", timeout_s=60)
+    assert "fault" in ctx.marks
+    assert any(s.name == "wait_target_status" for s in experiment.load("bad-rollout").inject)
+
+
+def test_a_release_serve_never_gives_up_on_fails_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _serve_answers(monkeypatch, ["UPDATING"])
+    clock = iter(range(10_000))
+    monkeypatch.setattr(actions.time, "time", lambda: float(next(clock)))
+    with pytest.raises(RuntimeError, match="not DEPLOY_FAILED after 5s"):
+        actions.wait_target_status(ctx, "DEPLOY_FAILED", timeout_s=5)
+    assert "fault" not in ctx.marks
