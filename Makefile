@@ -35,6 +35,7 @@ generate: setup
 
 check: setup
 	@for m in $(GENERATORS); do $(PY) -m $$m --check || exit 1; done
+	@$(PY) -m alerts.lint
 
 # Pin what the running stack exports (Ray's and vLLM's families, with their versions) into
 # tests/data/metrics/contract.json; the tests check every rule, panel and runbook query against it.
@@ -45,8 +46,11 @@ metrics-contract: setup
 serve-config: setup
 	@$(PY) -m stack.serve_config
 
+# ruff over the code; alerts.lint over the generated dashboards and rules (datasource, __rate_interval,
+# units, descriptions, for, rate over counters, the cluster filter and per-cluster aggregation).
 lint: setup
 	@$(PY) -m ruff check .
+	@$(PY) -m alerts.lint
 
 test: setup
 	@$(PY) -m ruff check .

@@ -28,14 +28,15 @@ from alerts.required_metrics import PROMETHEUS_SERIES, metric_names
 from dashboards.catalog import all_dashboards
 from dashboards.spec import EVENT_ONLY_METRICS
 from runbooks import book
-from stack import ROOT
+from stack import ROOT, cluster_labels
 from stack.config import OpsConfig, load
 
 FIXTURE = ROOT / "tests" / "data" / "metrics" / "contract.json"
 # A real NVML exporter's scrape on an H200: the GPU families, which no CPU stack has.
 GPU_SCRAPE = ROOT / "tests" / "data" / "nvml-metrics-h200-loaded.txt"
-# Labels Prometheus adds at scrape time, on every series.
-SCRAPE_LABELS = {"job", "instance"}
+# Labels Prometheus adds at scrape time, on every series; on Kubernetes also the cluster labels our
+# PodMonitors add (stack/cluster_labels.py), which a local capture lacks.
+SCRAPE_LABELS = {"job", "instance", *cluster_labels.LABELS}
 # Families only an event creates (a failed health check, a memory kill, a failed model load): no clean
 # capture holds them, so their names are checked against this list of reasons instead.
 EVENT_ONLY = {n: why for n, why in EVENT_ONLY_METRICS.items() if not n.startswith("serveops_gpu_")}

@@ -3,6 +3,9 @@ and the metrics pipeline itself (stale series, slow scrapes, series growth, miss
 
 Each expression reads metrics Ray 2.60, vLLM or our exporters really export (a live test checks
 every name). Thresholds come from `alerting:` in the ops config.
+
+Every aggregation and match keeps the cluster labels (stack/cluster_labels.py): on a Prometheus that
+scrapes several Ray clusters, each alert is one cluster's, never a sum that hides one in the others.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from typing import Any
 
 from alerts import required_metrics, slo_rules
 from alerts.rule import alert
+from stack.cluster_labels import BY
 from stack.config import OpsConfig
 
-DEP = "application, deployment"
-REPLICA = "application, deployment, replica"
+DEP = f"{BY}, application, deployment"
+REPLICA = f"{DEP}, replica"
 REPLICA_RSS = 'ray_component_rss_mb{Component=~"ray::ServeReplica.*"}'
 GCS_RPCS = 'ray_grpc_server_req_finished_total{Component="gcs_server"}'
+UP = 'up{job="ray"}'
 
 
 def new_series(metric: str, window: str) -> str:
@@ -81,6 +86,16 @@ def stale_replica_series(most: int) -> str:
             f"unless on ({REPLICA})\nray_serve_deployment_replica_healthy\n) > {most}")
 
 
+def gcs_silent(window: str) -> str:
+    """Per cluster: its GCS answers nothing, or it has Ray targets but no GCS series at all (its head
+    is gone). That branch carries the Component label absent() gives, so on the local stack the two
+    are one series, one alert. absent() stays for a Prometheus with no Ray target at all: no series
+    is left to name a cluster."""
+    missing = (f'label_replace(group by ({BY}) ({UP}) unless on ({BY}) group by ({BY}) ({GCS_RPCS}), '
+               '"Component", "gcs_server", "", "")')
+    return f"sum by ({BY}) (rate({GCS_RPCS}[{window}])) == 0\nor\n{missing}\nor\nabsent({GCS_RPCS})"
+
+
 def series_growth(factor: float, floor: int) -> str:
     """Samples per scrape above the target's own baseline: its highest in the hour before last. Only
     for a target scraped two hours ago, so a fresh stack's start-up is no baseline."""
@@ -92,12 +107,14 @@ def series_growth(factor: float, floor: int) -> str:
 
 def metric_missing(ops: OpsConfig, base: str, others: list[dict[str, Any]]) -> dict[str, Any]:
     """Critical: a missing family blinds the pages that read it (ServeReplicaStalled, ServeDeploymentFailed,
-    RayGCSUnreachable...) while nothing else says so. Only while every Ray target answers: a target
-    that is down or gone has its own alerts, and would otherwise page once per family. For 3m: a
-    starting stack exports every family within a minute of its first replica."""
+    RayGCSUnreachable...) while nothing else says so. Per cluster, and only while every Ray target of
+    the cluster answers: a target that is down or gone has its own alerts, and would otherwise page
+    once per family. For 3m: a starting stack exports every family within a minute of its first
+    replica."""
     names, _ = required_metrics.classify(ops, others)
-    return alert("RayMetricMissing", required_metrics.absent_expr(names, 'min(up{job="ray"}) == 1'), "3m",
-                 "critical", "A metric the rules or dashboards need is missing.",
+    expr = required_metrics.absent_expr(names, UP, f"min by ({BY}) ({UP}) == 1")
+    return alert("RayMetricMissing", expr, "3m", "critical",
+                 "A metric the rules or dashboards need is missing.",
                  "No Ray target exports {{ $labels.metric }} while every one answers: the alerts and "
                  "panels that read it see nothing. Renamed upstream, or dropped by a relabel rule.", base)
 
@@ -126,7 +143,7 @@ def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
         # 3 misses in a row and stops exporting its gauge, so `healthy == 0` rarely lasts a scrape
         # (seen in chaos hung-replica). Two misses in 2m: a hung replica, not one slow answer.
         alert("ServeReplicaUnhealthy",
-              f"sum by ({DEP}, replica) (\n{rise('ray_serve_health_check_failures_total', '2m')}\n) >= 2",
+              f"sum by ({REPLICA}) (\n{rise('ray_serve_health_check_failures_total', '2m')}\n) >= 2",
               "0m", "critical", "A Serve replica fails its health check.",
               "{{ $labels.application }}/{{ $labels.deployment }} replica {{ $labels.replica }} missed "
               "{{ $value }} health checks in 2 minutes.", base),
@@ -165,7 +182,8 @@ def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
         alert("RayMetricsTargetDown", 'up{job="ray"} == 0', "1m", "critical",
               "Prometheus cannot scrape a Ray metrics endpoint.",
               "{{ $labels.instance }} has not answered scrapes for a minute.", base),
-        alert("RayMetricsAbsent", 'absent(up{job="ray"})', "2m", "critical",
+        # Global: a cluster with no target left has no series to carry its labels.
+        alert("RayMetricsAbsent", f"absent({UP})", "2m", "critical",
               "Prometheus has no Ray metrics target at all.",
               "No {{ $labels.job }} target in service discovery: the head is down, or Prometheus "
               "cannot read Ray's service-discovery file.", base),
@@ -184,7 +202,7 @@ def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
         # stopped, partitioned or gone.
         # A short rate window (four scrapes, at least 30s) so a silent GCS pages within about a minute.
         alert("RayGCSUnreachable",
-              f"sum(rate({GCS_RPCS}[{gcs_window}])) == 0\nor\nabsent({GCS_RPCS})", "30s", "critical",
+              gcs_silent(gcs_window), "30s", "critical",
               "The Ray head's GCS answers no requests.",
               "GCS request rate {{ $value }}/s for 30 seconds: the head or its GCS is down, stopped or "
               "cut off; Serve keeps serving, but nothing can be deployed, scaled or recovered.", base),
@@ -201,9 +219,9 @@ def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "{{ $labels.Component }} (pid {{ $labels.pid }}) grows by {{ $value | humanize }} MB "
               "an hour.", base),
         alert("LLMTimeToFirstTokenHigh",
-              f'1 - (\n  sum by (model_name) (rate(ray_vllm_time_to_first_token_seconds_bucket'
+              f'1 - (\n  sum by ({BY}, model_name) (rate(ray_vllm_time_to_first_token_seconds_bucket'
               f'{{le="{a.llm_ttft_objective_s}"}}[5m]))\n  /\n'
-              f"  sum by (model_name) (rate(ray_vllm_time_to_first_token_seconds_count[5m]))\n)"
+              f"  sum by ({BY}, model_name) (rate(ray_vllm_time_to_first_token_seconds_count[5m]))\n)"
               f" > {a.llm_ttft_slow_ratio:g}",
               "5m", "warning", "Too many LLM requests wait long for their first token.",
               f"{{{{ $labels.model_name }}}}: {{{{ $value | humanizePercentage }}}} of requests took over "

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from dashboards.catalog import all_dashboards
 from dashboards.spec import EVENT_ONLY_METRICS
+from stack.cluster_labels import BY
 from stack.config import OpsConfig
 
 # Written by Prometheus for each scrape, not exported by a target; RayMetricsAbsent and
@@ -101,7 +102,11 @@ def required_metrics(ops: OpsConfig) -> list[str]:
     return classify(ops, rules)[0]
 
 
-def absent_expr(names: Iterable[str], guard: str) -> str:
-    """One series {metric=<name>} per absent family, while guard holds."""
-    parts = [f'label_replace(absent({n}), "metric", "{n}", "", "")' for n in names]
-    return "(\n  " + "\nor\n  ".join(parts) + "\n)\nand on ()\n" + guard
+def absent_expr(names: Iterable[str], up: str, guard: str) -> str:
+    """One series {<cluster labels>, metric=<name>} per cluster that has targets (`up`) but not the
+    family, while guard holds for that cluster. Not absent(): a family one cluster exports would hide
+    that another lost it."""
+    targets = f"group by ({BY}) ({up})"
+    parts = [f'label_replace({targets} unless on ({BY}) group by ({BY}) ({n}), "metric", "{n}", "", "")'
+             for n in names]
+    return "(\n  " + "\nor\n  ".join(parts) + f"\n)\nand on ({BY})\n" + guard

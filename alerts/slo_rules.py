@@ -5,6 +5,9 @@ The burn-rate pairs are the Google SRE workbook's: page when 2% of a 30-day budg
 hour (14.4x over 1h and 5m) or 5% in six hours (6x over 6h and 30m); open a ticket at 10% in a day
 (3x over 1d and 2h) or 10% in three days (1x over 3d and 6h). The short window makes the alert
 stop soon after the burn does.
+
+Every ratio is per Ray cluster (stack/cluster_labels.py): on a Prometheus that scrapes several, one
+cluster's burn must not hide in another's clean traffic.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.rule import alert
+from stack.cluster_labels import BY
 from stack.config import OpsConfig, Slo
 from stack.serving.settings import Goodput
 
@@ -45,23 +49,28 @@ def le_value(ms: float) -> str:
 
 
 def error_ratio(slo: Slo, window: str) -> str:
+    """Per cluster: 5xx over all requests. A cluster without 5xx reads 0 from its own traffic times 0
+    (vector(0) has no labels: it would match no cluster's denominator)."""
     sel = f'route="{slo.route}"'
-    return (f'(sum(rate({REQUESTS}{{{sel},status_code=~"5.."}}[{window}])) or vector(0))\n'
-            f'/\nsum(rate({REQUESTS}{{{sel}}}[{window}]))')
+    total = f"sum by ({BY}) (rate({REQUESTS}{{{sel}}}[{window}]))"
+    return (f'(sum by ({BY}) (rate({REQUESTS}{{{sel},status_code=~"5.."}}[{window}]))\n'
+            f"or {total} * 0)\n/\n{total}")
 
 
 def slow_ratio(slo: Slo, window: str) -> str:
     sel = f'route="{slo.route}"'
     fast = f'{sel},le="{le_value(slo.latency_objective_ms)}"'
-    return (f"1 - (\n  sum(rate({LATENCY}_bucket{{{fast}}}[{window}]))\n"
-            f"  /\n  sum(rate({LATENCY}_count{{{sel}}}[{window}]))\n)")
+    return (f"1 - (\n  sum by ({BY}) (rate({LATENCY}_bucket{{{fast}}}[{window}]))\n"
+            f"  /\n  sum by ({BY}) (rate({LATENCY}_count{{{sel}}}[{window}]))\n)")
 
 
 def bad_goodput_ratio(window: str) -> str:
-    """Per model: the share of judged LLM requests that were not good. Every model, configured or not."""
-    return (f'(sum by (model) (rate({GOODPUT}{{verdict="bad"}}[{window}]))\n'
-            f' or sum by (model) (rate({GOODPUT}[{window}])) * 0)\n'
-            f'/\nsum by (model) (rate({GOODPUT}[{window}]))')
+    """Per cluster and model: the share of judged LLM requests that were not good. Every model,
+    configured or not."""
+    by = f"{BY}, model"
+    return (f'(sum by ({by}) (rate({GOODPUT}{{verdict="bad"}}[{window}]))\n'
+            f'or sum by ({by}) (rate({GOODPUT}[{window}])) * 0)\n'
+            f'/\nsum by ({by}) (rate({GOODPUT}[{window}]))')
 
 
 def recording_rules(ops: OpsConfig) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ from stack.config import OpsConfig
 from stack.local import rollout
 
 POLL_S = 1.0
+DIAGNOSE_WITHIN_S = 60.0
+DIAGNOSE_RETRY_S = 10.0
 RESOLVE_WAIT_S = 17 * 60  # the longest lookback of an expected alert (15m) and an evaluation or two
 
 
@@ -184,11 +186,23 @@ def runbook_env(ctx: Context) -> dict[str, str]:
 
 
 def diagnose(ctx: Context, fx: Effects, result: Result) -> None:
+    """The runbook's diagnosis, run again every DIAGNOSE_RETRY_S while a step has not found its cause,
+    up to DIAGNOSE_WITHIN_S: evidence since the fault can trail the page (a page whose window still
+    held changes from before the fault fires on the fault's first one), and an on-call re-runs a query
+    that shows too little. Only evidence since the fault (SINCE) counts, however often it runs."""
     plan = ctx.exp.runbook
     if plan is None:
         return
-    ran = fx.runbook(plan.name, ctx.ops, confirm=False, kinds=("diagnose",), env=runbook_env(ctx))
-    outputs = {r.step.name: r.output for r in ran}
+    deadline = fx.clock() + DIAGNOSE_WITHIN_S
+    while True:
+        ran = fx.runbook(plan.name, ctx.ops, confirm=False, kinds=("diagnose",), env=runbook_env(ctx))
+        outputs = {r.step.name: r.output for r in ran}
+        missing = [s for s, pattern in plan.finds.items() if not re.search(pattern, outputs.get(s, ""), re.M)]
+        if not missing or fx.clock() + DIAGNOSE_RETRY_S > deadline:
+            break
+        ctx.log(f"diagnosis {plan.name}: {', '.join(missing)} found nothing yet; "
+                f"again in {DIAGNOSE_RETRY_S:g}s")
+        fx.sleep(DIAGNOSE_RETRY_S)
     for step, pattern in plan.finds.items():
         found = re.search(pattern, outputs.get(step, ""), re.M)
         result.diagnosis[step] = found.group(0) if found else f"NOT FOUND /{pattern}/"

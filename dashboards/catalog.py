@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dashboards.spec import APP, DEP, HTTP, NO_GPU, RATE, DashboardSpec, PanelSpec, q, quantiles
+from dashboards.spec import APP, CLUSTER, DEP, HTTP, NO_GPU, RATE, DashboardSpec, PanelSpec, q, quantiles
 from stack.config import OpsConfig
 
-REPLICAS = 'Component=~"ray::ServeReplica.*"'
+REPLICAS = CLUSTER + ',Component=~"ray::ServeReplica.*"'
 
 
 def serve_overview() -> DashboardSpec:
@@ -45,14 +45,14 @@ def serve_overview() -> DashboardSpec:
         # The proxy's gauge has no application label: it counts every route the proxy holds open.
         PanelSpec("Ongoing HTTP requests at the proxies", "Requests each Serve proxy holds open, all "
                   "applications together.", "short",
-                  (q("sum by (node_ip_address) (ray_serve_num_ongoing_http_requests)", "{{node_ip_address}}"),)),
+                  (q(f"sum by (node_ip_address) (ray_serve_num_ongoing_http_requests{{{CLUSTER}}})", "{{{{node_ip_address}}}}"),)),
         PanelSpec("Controller control loop duration", "Time the Serve controller takes per reconciliation "
                   "loop; a slow loop delays scaling, restarts and routing updates.", "s",
-                  (q("max(ray_serve_controller_control_loop_duration_s)", "control loop"),)),
+                  (q(f"max(ray_serve_controller_control_loop_duration_s{{{CLUSTER}}})", "control loop"),)),
         # num_control_loops is a running count exported as a gauge: rate() still reads it as one.
         PanelSpec("Controller control loops per second", "How often the Serve controller completes a loop; "
                   "near zero means it is stuck or gone.", "ops",
-                  (q(f"sum(rate(ray_serve_controller_num_control_loops[{RATE}]))", "loops"),)),
+                  (q(f"sum(rate(ray_serve_controller_num_control_loops{{{CLUSTER}}}[{RATE}]))", "loops"),)),
     ))
 
 
@@ -100,7 +100,7 @@ def deployment() -> DashboardSpec:
 
 
 def llm(ops: OpsConfig) -> DashboardSpec:
-    model = 'model_name=~"$model"'
+    model = CLUSTER + ',model_name=~"$model"'
     goodput = "ray_serveops_llm_goodput_total"
     return DashboardSpec("serveops-llm", "serveops / LLM",
                          "vLLM behind ray.serve.llm: goodput, latency per token, throughput, queueing and KV "
@@ -192,7 +192,7 @@ def llm(ops: OpsConfig) -> DashboardSpec:
 
 
 def batching() -> DashboardSpec:
-    emb = 'application=~"$application",deployment=~"$deployment"'
+    emb = DEP
     return DashboardSpec("serveops-batching", "serveops / BERT batching",
                          "@serve.batch on the Embedder: batch sizes, waits, execution, and padding.", (
         PanelSpec("Mean batch size", "Texts per executed batch.", "short",
@@ -269,89 +269,89 @@ def resources() -> DashboardSpec:
                   (q(f"sum by (Component, pid) (ray_component_cpu_percentage{{{REPLICAS}}})", "{{Component}} {{pid}}"),)),
         PanelSpec("Node memory", "Memory used on each Ray node; the memory monitor kills from 95%.",
                   "percentunit",
-                  (q("sum by (instance) (ray_node_mem_used) / sum by (instance) (ray_node_mem_total)", "{{instance}}"),),
+                  (q(f"sum by (instance) (ray_node_mem_used{{{CLUSTER}}}) / sum by (instance) (ray_node_mem_total{{{CLUSTER}}})", "{{instance}}"),),
                   runbook="RayNodeMemoryHigh"),
         PanelSpec("GCS requests per second", "Requests the head's GCS answers; zero means it is stopped or "
                   "cut off.", "reqps",
-                  (q('sum(rate(ray_grpc_server_req_finished_total{Component="gcs_server"}[$__rate_interval]))',
+                  (q(f'sum(rate(ray_grpc_server_req_finished_total{{{CLUSTER},Component="gcs_server"}}[{RATE}]))',
                      "GCS"),), runbook="RayGCSUnreachable"),
         PanelSpec("Worker kills for memory", "Workers Ray's memory monitor killed.", "short",
-                  (q("sum by (Name) (ray_memory_manager_worker_eviction_total)", "{{Name}}"),),
+                  (q(f"sum by (Name) (ray_memory_manager_worker_eviction_total{{{CLUSTER}}})", "{{Name}}"),),
                   runbook="ServeReplicaOOMKilled", event_only="exists only after Ray's memory monitor has killed"),
         PanelSpec("GPU memory", "GPU memory used, as a share of the card.", "percentunit",
-                  (q("serveops_gpu_memory_used_bytes / serveops_gpu_memory_total_bytes", "GPU {{gpu}}"),),
+                  (q(f"serveops_gpu_memory_used_bytes{{{CLUSTER}}} / serveops_gpu_memory_total_bytes{{{CLUSTER}}}", "GPU {{gpu}}"),),
                   runbook="GPUMemoryHigh", event_only=NO_GPU),
         PanelSpec("GPU utilization and power", "Kernel-busy share and power draw.", "percentunit",
-                  (q("serveops_gpu_utilization_ratio", "util GPU {{gpu}}"),), event_only=NO_GPU),
+                  (q(f"serveops_gpu_utilization_ratio{{{CLUSTER}}}", "util GPU {{gpu}}"),), event_only=NO_GPU),
         PanelSpec("GPU power", "Power each GPU draws.", "watt",
-                  (q("serveops_gpu_power_watts", "GPU {{gpu}}"),), event_only=NO_GPU),
+                  (q(f"serveops_gpu_power_watts{{{CLUSTER}}}", "GPU {{gpu}}"),), event_only=NO_GPU),
         PanelSpec("GPU temperature", "Each GPU's temperature; clocks throttle near the card's limit.",
                   "celsius",
-                  (q("serveops_gpu_temperature_celsius", "GPU {{gpu}}"),), event_only=NO_GPU),
+                  (q(f"serveops_gpu_temperature_celsius{{{CLUSTER}}}", "GPU {{gpu}}"),), event_only=NO_GPU),
     ), variables=("application",))
 
 
 def cluster() -> DashboardSpec:
-    # Node and cluster series carry no application label: these panels take no variables.
+    # Node and cluster series carry no application label: these panels take the cluster variables only.
     used = 'State="USED"'
-    logical = 'Name=~"CPU|GPU|memory"'
+    logical = CLUSTER + ',Name=~"CPU|GPU|memory"'
     return DashboardSpec("serveops-cluster", "serveops / Cluster nodes",
                          "The Ray nodes under Serve: CPU, memory, disk, network, object store, and Ray's "
                          "tasks, actors and placement groups.", (
         PanelSpec("Active nodes by type", "Ray nodes alive, by node type.", "short",
-                  (q("sum by (node_type) (ray_cluster_active_nodes)", "{{node_type}}"),)),
+                  (q(f"sum by (node_type) (ray_cluster_active_nodes{{{CLUSTER}}})", "{{node_type}}"),)),
         PanelSpec("Node CPU usage", "CPU busy on each node, all cores together.", "percent",
-                  (q("max by (instance) (ray_node_cpu_utilization)", "{{instance}}"),)),
+                  (q(f"max by (instance) (ray_node_cpu_utilization{{{CLUSTER}}})", "{{instance}}"),)),
         PanelSpec("Node CPU cores: used and available", "Cores busy on each node against its cores.",
                   "short",
-                  (q("sum by (instance) (ray_node_cpu_utilization * ray_node_cpu_count) / 100", "used {{instance}}"),
-                   q("sum by (instance) (ray_node_cpu_count)", "available {{instance}}"))),
+                  (q(f"sum by (instance) (ray_node_cpu_utilization{{{CLUSTER}}} * ray_node_cpu_count{{{CLUSTER}}}) / 100", "used {{instance}}"),
+                   q(f"sum by (instance) (ray_node_cpu_count{{{CLUSTER}}})", "available {{instance}}"))),
         # In a container the cgroup limit, not the host, is what the OOM killer enforces.
         PanelSpec("Node memory: host and cgroup", "Memory used on each node's host and in its cgroup, "
                   "against their totals.", "bytes",
-                  (q("sum by (instance) (ray_node_mem_used_host)", "host used {{instance}}"),
-                   q("sum by (instance) (ray_node_mem_total_host)", "host total {{instance}}"),
-                   q("sum by (instance) (ray_node_cgroup_mem_used)", "cgroup used {{instance}}"),
-                   q("sum by (instance) (ray_node_cgroup_mem_total)", "cgroup total {{instance}}"))),
+                  (q(f"sum by (instance) (ray_node_mem_used_host{{{CLUSTER}}})", "host used {{instance}}"),
+                   q(f"sum by (instance) (ray_node_mem_total_host{{{CLUSTER}}})", "host total {{instance}}"),
+                   q(f"sum by (instance) (ray_node_cgroup_mem_used{{{CLUSTER}}})", "cgroup used {{instance}}"),
+                   q(f"sum by (instance) (ray_node_cgroup_mem_total{{{CLUSTER}}})", "cgroup total {{instance}}"))),
         PanelSpec("Memory by component", "Private memory (RSS less shared) of each Ray component and "
                   "replica, and the node's shared memory (the object store's /dev/shm).", "bytes",
-                  (q("sum by (Component) (ray_component_rss_bytes) - sum by (Component) (ray_component_shared_bytes)",
+                  (q(f"sum by (Component) (ray_component_rss_bytes{{{CLUSTER}}}) - sum by (Component) (ray_component_shared_bytes{{{CLUSTER}}})",
                      "{{Component}}"),
-                   q("sum(ray_node_mem_shared_bytes)", "shared (node)"))),
+                   q(f"sum(ray_node_mem_shared_bytes{{{CLUSTER}}})", "shared (node)"))),
         PanelSpec("Node disk usage", "Share of each node's disk in use; Ray spills objects and writes "
                   "logs there.", "percentunit",
-                  (q("sum by (instance) (ray_node_disk_usage) / (sum by (instance) (ray_node_disk_usage) + "
-                     "sum by (instance) (ray_node_disk_free))", "{{instance}}"),)),
+                  (q(f"sum by (instance) (ray_node_disk_usage{{{CLUSTER}}}) / (sum by (instance) (ray_node_disk_usage{{{CLUSTER}}}) + "
+                     f"sum by (instance) (ray_node_disk_free{{{CLUSTER}}}))", "{{instance}}"),)),
         PanelSpec("Node disk IO", "Bytes read and written per second on each node.", "Bps",
-                  (q("sum by (instance) (ray_node_disk_io_read_speed)", "read {{instance}}"),
-                   q("sum by (instance) (ray_node_disk_io_write_speed)", "write {{instance}}"))),
+                  (q(f"sum by (instance) (ray_node_disk_io_read_speed{{{CLUSTER}}})", "read {{instance}}"),
+                   q(f"sum by (instance) (ray_node_disk_io_write_speed{{{CLUSTER}}})", "write {{instance}}"))),
         PanelSpec("Node network", "Bytes received and sent per second on each node.", "Bps",
-                  (q("sum by (instance) (ray_node_network_receive_speed)", "received {{instance}}"),
-                   q("sum by (instance) (ray_node_network_send_speed)", "sent {{instance}}"))),
+                  (q(f"sum by (instance) (ray_node_network_receive_speed{{{CLUSTER}}})", "received {{instance}}"),
+                   q(f"sum by (instance) (ray_node_network_send_speed{{{CLUSTER}}})", "sent {{instance}}"))),
         PanelSpec("Object store memory", "Object store bytes by location (in memory, spilled to disk) "
                   "against its capacity.", "bytes",
-                  (q("sum by (Location) (ray_object_store_memory)", "{{Location}}"),
-                   q('sum(ray_resources{Name="object_store_memory"})', "capacity"))),
+                  (q(f"sum by (Location) (ray_object_store_memory{{{CLUSTER}}})", "{{Location}}"),
+                   q(f'sum(ray_resources{{{CLUSTER},Name="object_store_memory"}})', "capacity"))),
         PanelSpec("Logical resources in use", "Share of the cluster's logical CPU, GPU and memory that "
                   "actors and tasks hold; at 100% new replicas wait.", "percentunit",
                   (q(f"sum by (Name) (ray_resources{{{logical},{used}}}) / sum by (Name) (ray_resources{{{logical}}})",
                      "{{Name}}"),)),
         PanelSpec("Tasks by state", "Ray tasks (Serve's actor calls included) by state; FINISHED and "
                   "FAILED count since the session started.", "short",
-                  (q("sum by (State) (ray_tasks)", "{{State}}"),)),
+                  (q(f"sum by (State) (ray_tasks{{{CLUSTER}}})", "{{State}}"),)),
         PanelSpec("Actors by state", "Ray actors (controller, proxies, replicas) by state, as each source "
                   "reports them.", "short",
-                  (q("sum by (Source, State) (ray_actors)", "{{State}} ({{Source}})"),)),
+                  (q(f"sum by (Source, State) (ray_actors{{{CLUSTER}}})", "{{State}} ({{Source}})"),)),
         PanelSpec("Placement groups by state", "Placement groups (LLM replicas reserve theirs) by state; "
                   "PENDING means a replica cannot be placed.", "short",
-                  (q("sum by (State) (ray_placement_groups)", "{{State}}"),)),
+                  (q(f"sum by (State) (ray_placement_groups{{{CLUSTER}}})", "{{State}}"),)),
     ), variables=())
 
 
 def slo(ops: OpsConfig) -> DashboardSpec:
     panels = []
     for s in ops.slos:
-        sel = f'{{slo="{s.name}"}}'
+        sel = f'{{{CLUSTER},slo="{s.name}"}}'
         panels.append(PanelSpec(
             f"{s.name}: error budget burn", f"Error ratio of {s.route} as a multiple of its budget "
             f"({s.error_budget:.3%}); 1 spends it exactly over the SLO period.", "short",
@@ -369,7 +369,7 @@ def slo(ops: OpsConfig) -> DashboardSpec:
             "percentunit", (q(f"1 - serveops:slo_errors:ratio_rate3d{sel} / {s.error_budget:g}", "left"),),
             kind="stat"))
     for model, g in ops.llm_goodput.items():
-        sel = f'{{model="{model}"}}'
+        sel = f'{{{CLUSTER},model="{model}"}}'
         panels.append(PanelSpec(
             f"{model}: goodput budget burn", f"Share of {model}'s requests not good (TTFT over {g.ttft_ms:g} "
             f"ms, TPOT over {g.tpot_ms:g} ms, or failed), as a multiple of its budget ({g.budget:.1%}).",

@@ -18,19 +18,23 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 
 from dashboards.catalog import all_dashboards
-from dashboards.spec import DashboardSpec, PanelSpec
-from stack import artifacts
+from dashboards.spec import APP, CLUSTER, DashboardSpec, PanelSpec
+from stack import artifacts, cluster_labels
 from stack.artifacts import DASHBOARDS_DIR as JSON_DIR
 from stack.artifacts import PROVISIONING_DIR
 from stack.config import OpsConfig, load
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# up{job="ray"} carries the cluster labels on every Ray target (stack/k8s/monitoring.py relabels them).
 VARIABLE_QUERIES = {
-    "application": "label_values(ray_serve_deployment_replica_healthy, application)",
-    "deployment":
-        'label_values(ray_serve_deployment_replica_healthy{application=~"$application"}, deployment)',
-    "model": "label_values(ray_vllm_num_requests_running, model_name)",
+    "cluster": f'label_values(up{{job="ray"}}, {cluster_labels.CLUSTER})',
+    "namespace":
+        f'label_values(up{{job="ray",{cluster_labels.CLUSTER}=~"$cluster"}}, {cluster_labels.NAMESPACE})',
+    "application": f"label_values(ray_serve_deployment_replica_healthy{{{CLUSTER}}}, application)",
+    "deployment": f"label_values(ray_serve_deployment_replica_healthy{{{APP}}}, deployment)",
+    "model": f"label_values(ray_vllm_num_requests_running{{{CLUSTER}}}, model_name)",
 }
+CLUSTER_VARIABLES = ("cluster", "namespace")  # every dashboard's, before its own
 
 
 def panel(spec: PanelSpec, runbook_base: str):
@@ -61,7 +65,7 @@ def build(spec: DashboardSpec, runbook_base: str) -> dict:
              .tags(list(spec.tags)).refresh("30s").time("now-1h", "now").timezone("browser")
              .with_variable(dashboard.DatasourceVariable("datasource").label("Data source")
                             .type("prometheus")))
-    for name in spec.variables:
+    for name in (*CLUSTER_VARIABLES, *spec.variables):
         board = board.with_variable(variable(name))
     for p in spec.panels:
         board = board.with_panel(panel(p, runbook_base))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stack import cluster_labels
+
 # Metrics a healthy local stack does not export (yet), and why; every other name a dashboard or rule
 # uses must exist in a live Prometheus after a short mixed load.
 NO_GPU = "serveops_gpu_* exist only where NVML sees a GPU"
@@ -45,12 +47,14 @@ LEFT_OUT_OF_RAY_DASHBOARDS: dict[str, str] = {
         "kv_transfer_config, so vLLM never creates them",
 }
 
-# Filters every Serve panel shares; the dashboard variables fill them.
-APP = 'application=~"$application"'
+# Filters the panels share; the dashboard variables fill them. Every query filters on the cluster
+# (stack/cluster_labels.py): on a Grafana that sees several Ray clusters a panel shows the chosen ones.
+CLUSTER = f'{cluster_labels.CLUSTER}=~"$cluster",{cluster_labels.NAMESPACE}=~"$namespace"'
+APP = CLUSTER + ',application=~"$application"'
 # Serve's HTTP series of user requests: with the HAProxy ingress, its health checks of every ingress
 # replica (/-/healthz, /-/routes) are counted as requests too.
 HTTP = APP + ',route!~"/-/.*"'
-DEP = 'application=~"$application",deployment=~"$deployment"'
+DEP = APP + ',deployment=~"$deployment"'
 RATE = "$__rate_interval"
 
 
@@ -78,7 +82,7 @@ class DashboardSpec:
     title: str
     description: str
     panels: tuple[PanelSpec, ...]
-    variables: tuple[str, ...] = ("application", "deployment")
+    variables: tuple[str, ...] = ("application", "deployment")  # after cluster and namespace, which all have
     tags: tuple[str, ...] = field(default=("serveops",))
 
 

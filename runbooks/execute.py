@@ -27,6 +27,7 @@ from stack import ROOT
 from stack.config import OpsConfig
 from stack.config import load as load_ops
 from stack.since import parse_since
+from stack.tools.promql import URL_ENV
 
 VENV_BIN = ROOT / ".venv" / "bin"
 STEP_TIMEOUT_S = {"diagnose": 120, "mitigate": 600}
@@ -48,7 +49,8 @@ def step_env(ops: OpsConfig, base: Mapping[str, str] = os.environ) -> dict[str, 
     listen = ops.listen
     return {**base, "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}",
             "RAY_DASHBOARD_ADDRESS": listen.dashboard_url, "RAY_ADDRESS": listen.gcs_address,
-            "PROMETHEUS_URL": listen.url(listen.prometheus_port), "SERVE_URL": listen.serve_url}
+            "PROMETHEUS_URL": listen.url(listen.prometheus_port), "SERVE_URL": listen.serve_url,
+            URL_ENV: listen.url(listen.prometheus_port)}  # `serveops promql`'s fast path
 
 
 def current_context(env: Mapping[str, str]) -> tuple[str, str]:

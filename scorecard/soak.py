@@ -1,8 +1,10 @@
 """The soak (live): `make loadtest` with each shape in turn, then what Prometheus saw during it.
 
 Pages firing in the soak (and a grace after it, for a rule's `for`) are false pages: the load stays
-within the SLOs. The same window gives each replica's RSS growth; a replica over the target gets a
-memray capture, taken after the precision window closes (attaching pauses the replica briefly).
+within the SLOs. The grace ends once the alert pipeline has seen the end of the load and no page is
+pending; a pending one is waited for, up to the longest `for` of a page. The same window gives each
+replica's RSS growth; a replica over the target gets a memray capture, taken after the precision
+window closes (attaching pauses the replica briefly).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import psutil
 
 from chaos.engine import RESOLVE_WAIT_S  # leftover pages get the same wait as a chaos run's alerts
 from scorecard import history, measure
+from scorecard.bounds import RAY_EXPORT_S
 from scorecard.history import Source
 from scorecard.model import Capture, Identity, LeakWatch, Precision, ShapeRun
 from stack import ROOT, prom
@@ -125,9 +128,7 @@ def soak(ops: OpsConfig, source: Source, known: list[Identity], mode: str, out: 
     rss_start, leak_start = read_rss(ops, fx), fx.clock()
     shapes += [run_shape(s, DURATION_S[mode], out, fx) for s in SHAPES[1:]]
     rss_end, end = read_rss(ops, fx), fx.clock()
-    obs = ops.observability
-    grace = measure.grace_s(known, obs.scrape_interval_s, obs.evaluation_interval_s)
-    fx.sleep(max(0.0, end + grace - fx.clock()))
+    grace = settle(ops, source, known, end, fx)
     precision = read_precision(source, start, end, grace, shapes)
     if isinstance(rss_start, str) or isinstance(rss_end, str):
         leak = LeakWatch(target_pct=measure.LEAK_TARGET_PCT, start=leak_start, end=end, replicas=[],
@@ -140,6 +141,29 @@ def soak(ops: OpsConfig, source: Source, known: list[Identity], mode: str, out: 
         if r.deployment not in captured:
             captured[r.deployment] = capture(r.deployment, r.pid, out, fx)
     return precision, leak.model_copy(update={"captures": list(captured.values())})
+
+
+PENDING_PAGES = 'ALERTS{alertstate="pending",severity="critical"}'
+
+
+def settle(ops: OpsConfig, source: Source, known: list[Identity], end: float, fx: Effects) -> float:
+    """Seconds after the soak's end that its pages are counted over: the pipeline's lag (Ray's export,
+    two scrapes and evaluations), then for as long as a page is pending, since only a pending page can
+    still fire; at most measure.grace_s, the longest `for` of a page and the same lag. Prometheus not
+    answering counts as pending: the grace runs its full length."""
+    obs = ops.observability
+    lag = RAY_EXPORT_S + 2 * (obs.scrape_interval_s + obs.evaluation_interval_s)
+    most = measure.grace_s(known, obs.scrape_interval_s, obs.evaluation_interval_s) + RAY_EXPORT_S
+    fx.sleep(max(0.0, end + lag - fx.clock()))
+    while fx.clock() < end + most:
+        try:
+            pending = source.instant(PENDING_PAGES, fx.clock())
+        except Exception:  # unknown: wait the full grace
+            pending = [({}, 1.0)]
+        if not pending:
+            break
+        fx.sleep(min(5.0, end + most - fx.clock()))
+    return round(fx.clock() - end, 1)
 
 
 def read_rss(ops: OpsConfig, fx: Effects) -> list[tuple[history.Labels, float]] | str:

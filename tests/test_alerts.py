@@ -15,11 +15,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from alerts import generate, required_metrics
+from alerts import generate, ops_rules, required_metrics
 from alerts.rule import SEVERITIES
 from dashboards.spec import EVENT_ONLY_METRICS
 from stack import ROOT
 from stack.artifacts import RULES_FILE
+from stack.cluster_labels import BY, CLUSTER, LABELS, NAMESPACE
 from stack.config import OPS_PATH, load, parse
 from stack.local import ray_head
 
@@ -305,7 +306,8 @@ def test_metric_missing_guards_every_always_exported_family_and_says_why_of_the_
     dead = [p for p in required_metrics.TRAFFIC_CREATED if not any(re.fullmatch(p, n) for n in used)]
     assert dead == []
     expr = alert_rule("RayMetricMissing")["expr"]
-    assert re.findall(r"absent\((\w+)\)", expr) == required == required_metrics.required_metrics(ops)
+    guarded = re.findall(rf"unless on \({BY}\) group by \({BY}\) \((\w+)\)", expr)
+    assert guarded == required == required_metrics.required_metrics(ops)
     assert all(f'"metric", "{n}"' in expr for n in required)
 
 
@@ -329,27 +331,33 @@ def test_metric_names_reads_selectors_not_labels_functions_or_strings() -> None:
 
 # Break a copy of each new rule; promtool must then fail its cases in ops.test.yaml. The copy holds that
 # rule alone and the cases of its alert (none of these rules reads a recording rule): fast.
+REPLICA = ops_rules.REPLICA
 BREAKS = [
     ("ServeReplicaStalled", "\n) > 0", "\n) > 1000"),  # completions no longer count: busy fires
-    ("ServeReplicaStalled", "and on (application, deployment, replica)\nmax by (application, deployment, "
-     "replica) (ray_serve_deployment_replica_healthy offset 120s)\n", ""),  # the young replica fires
-    ("ServeReplicaStalled", "and on (application, deployment, replica)\nmax by (application, deployment, "
-     "replica) (ray_serve_deployment_replica_healthy) == 1\n", ""),  # the dead replica fires
+    ("ServeReplicaStalled", f"and on ({REPLICA})\nmax by ({REPLICA}) (ray_serve_deployment_replica_healthy "
+     "offset 120s)\n", ""),  # the young replica fires
+    ("ServeReplicaStalled", f"and on ({REPLICA})\nmax by ({REPLICA}) (ray_serve_deployment_replica_healthy) "
+     "== 1\n", ""),  # the dead replica fires
     ("RayStaleReplicaSeries", "unless on", "and on"),
     ("RayScrapeSlow", "> 4", "> 3.8"),
     ("RayTargetSeriesGrowth", "\nand\nscrape_samples_scraped{job=\"ray\"} offset 2h", ""),  # the young target
     ("RayTargetSeriesGrowth", "> 2 *", "> 1.5 *"),
-    ("RayMetricMissing", "\nand on ()\nmin(up{job=\"ray\"}) == 1", ""),  # pages beside a target that is down
-    ("RayMetricMissing", '  label_replace(absent(ray_serve_deployment_replica_healthy), "metric", '
+    # pages beside a target that is down
+    ("RayMetricMissing", f"\nand on ({BY})\nmin by ({BY}) (up{{job=\"ray\"}}) == 1", ""),
+    ("RayMetricMissing", f'  label_replace(group by ({BY}) (up{{job="ray"}}) unless on ({BY}) '
+     f'group by ({BY}) (ray_serve_deployment_replica_healthy), "metric", '
      '"ray_serve_deployment_replica_healthy", "", "")\nor\n', ""),
+    # without absent()'s Component label, a GCS-less head pages twice: the per-cluster branch and absent()
+    ("RayGCSUnreachable", '"Component", "gcs_server", "", ""', '"Component", "", "", ""'),
 ]
 PIPELINE_ALERTS = sorted({b[0] for b in BREAKS})
 
 
-def promtool_alone(tmp_path: Path, name: str, old: str = "", new: str = "") -> subprocess.CompletedProcess:
+def promtool_alone(tmp_path: Path, name: str, old: str = "", new: str = "",
+                   edit: Callable[[str], str] = str) -> subprocess.CompletedProcess:
     rule = dict(alert_rule(name))
     assert old in rule["expr"], f"{name}: the break no longer applies"
-    rule["expr"] = rule["expr"].replace(old, new)
+    rule["expr"] = edit(rule["expr"].replace(old, new))
     (tmp_path / RULES_FILE.name).write_text(yaml.safe_dump({"groups": [{"name": "one", "rules": [rule]}]}))
     doc = yaml.safe_load((generate.TESTS_DIR / "ops.test.yaml").read_text())
     cases = []
@@ -414,3 +422,130 @@ def test_promtool_fails_a_goodput_rule_with_its_threshold_moved(tmp_path: Path, 
                                                                 new: str) -> None:
     out = promtool_goodput(tmp_path, long_window, old, new)
     assert out.returncode != 0 and "alertname: LLMGoodputBudgetBurn," in out.stdout + out.stderr, out.stdout
+
+
+# --- Per Ray cluster ------------------------------------------------------------------------------------
+# On a Prometheus that scrapes several Ray clusters every rule keeps their labels, so one cluster's burn
+# never hides in another's traffic; on the local stack the labels are empty and change nothing.
+
+AGGREGATION = re.compile(r"\b(count_values|bottomk|topk|quantile|stddev|stdvar|group|count|sum|min|max|avg)"
+                         r"\s*(?:(by|without)\s*\(([^)]*)\))?\s*\(")
+MATCHING = re.compile(r"\b(on|ignoring)\s*\(([^)]*)\)")
+# absent() has no labels to be per cluster: only where a Prometheus with no Ray target at all must page.
+GLOBAL_ABSENT = {"RayMetricsAbsent", "RayGCSUnreachable"}
+
+
+def label_list(text: str) -> set[str]:
+    return {label.strip() for label in text.split(",") if label.strip()}
+
+
+def cluster_problems(rule: dict) -> list[str]:
+    expr = STRING.sub('""', rule["expr"])
+    found = []
+    for agg, modifier, labels in AGGREGATION.findall(expr):
+        if modifier != "by" and not (modifier == "without" and not set(LABELS) & label_list(labels)):
+            found.append(f"{agg} {modifier} ({labels}) drops the cluster labels" if modifier else
+                         f"{agg}(...) without `by ({BY}, ...)`")
+        elif modifier == "by" and not set(LABELS) <= label_list(labels):
+            found.append(f"{agg} by ({labels}) drops the cluster labels")
+    for kind, labels in MATCHING.findall(expr):
+        if (kind == "on") != (set(LABELS) <= label_list(labels)) or (kind == "ignoring" and
+                                                                       set(LABELS) & label_list(labels)):
+            found.append(f"{kind} ({labels}) does not match per cluster")
+    if "vector(" in expr:
+        found.append("vector() has no labels: it matches no cluster")
+    if "absent(" in expr and rule.get("alert") not in GLOBAL_ABSENT:
+        found.append("absent() has no labels: it cannot be per cluster")
+    return found
+
+
+def test_every_rule_aggregates_and_matches_per_cluster() -> None:
+    rules = [r for g in generate.groups(load()) for r in g["rules"]]
+    problems = [f"{r.get('alert') or r['record']}: {p}" for r in rules for p in cluster_problems(r)]
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+@pytest.mark.parametrize(("expr", "says"), [
+    ('sum(rate(x[5m])) or vector(0)', "sum(...) without"),
+    ("max by (application) (x)", "max by (application) drops"),
+    (f"count without ({CLUSTER}) (x)", "drops the cluster labels"),
+    (f"x - on ({CLUSTER}) y", "does not match per cluster"),
+    (f"x and ignoring ({NAMESPACE}) y", "does not match per cluster"),
+    ("absent(x)", "absent() has no labels"),
+])
+def test_the_cluster_check_names_a_global_form(expr: str, says: str) -> None:
+    assert any(says in p for p in cluster_problems({"record": "r", "expr": expr})), cluster_problems(
+        {"record": "r", "expr": expr})
+    ok = f"sum by ({BY}) (x) / on ({BY}) group without (le) (y) and ignoring (le) z"
+    assert cluster_problems({"record": "r", "expr": ok}) == []
+
+
+LABEL_LISTS = re.compile(r"\b(by|on)\s*\(([^)]*)\)")
+
+
+def without_labels(expr: str, drop: tuple[str, ...]) -> str:
+    """The expression with `drop` taken out of every by (...) and on (...): the rule as it was before it
+    kept them (both dropped), or half-way (one)."""
+    def keep(m: re.Match[str]) -> str:
+        return f"{m[1]} ({', '.join(label for label in m[2].split(', ') if label not in drop)})"
+    return LABEL_LISTS.sub(keep, expr)
+
+
+def test_without_labels_drops_only_the_named_ones() -> None:
+    expr = f"sum by ({BY}, route) (x) / on ({BY}) group by ({BY}) (y)"
+    assert without_labels(expr, LABELS) == "sum by (route) (x) / on () group by () (y)"
+    assert without_labels(expr, (CLUSTER,)) == (f"sum by ({NAMESPACE}, route) (x) / on ({NAMESPACE}) "
+                                                 f"group by ({NAMESPACE}) (y)")
+
+
+# Each per-cluster case in ops.test.yaml has its cluster and a clean one that shares one label with it:
+# a copy of the rule that drops either label, or both, from its by and on lists must fail it.
+DROPS = [LABELS, (CLUSTER,), (NAMESPACE,)]
+PER_CLUSTER_ALERTS = ["ServeDeploymentBelowTarget", "RayGCSUnreachable", "RayMetricMissing"]
+
+
+@pytest.mark.parametrize("drop", DROPS, ids=lambda d: "+".join(d))
+@pytest.mark.parametrize("name", PER_CLUSTER_ALERTS)
+def test_promtool_fails_a_rule_that_drops_a_cluster_label(tmp_path: Path, name: str,
+                                                          drop: tuple[str, ...]) -> None:
+    out = promtool_alone(tmp_path, name, edit=lambda expr: without_labels(expr, drop))
+    assert out.returncode != 0 and f"alertname: {name}," in out.stdout + out.stderr, out.stdout
+    assert 'ray_io_cluster="' in out.stdout + out.stderr, out.stdout  # it is the per-cluster case that fails
+
+
+def test_the_deployment_rule_passes_its_cases_alone(tmp_path: Path) -> None:
+    out = promtool_alone(tmp_path, "ServeDeploymentBelowTarget")  # the others are PIPELINE_ALERTS
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# The burn-rate rules with their per-cluster cases from slo_burn_rules.test.yaml (slo_burn_cases.py).
+BURN_ALERTS = ("ServeErrorBudgetBurn", "ServeLatencyBudgetBurn", "LLMGoodputBudgetBurn")
+
+
+def promtool_per_cluster_burn(tmp_path: Path, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    groups = generate.groups(load())
+    recording = [dict(r, expr=without_labels(r["expr"], drop)) for r in groups[0]["rules"]]
+    alerts = [dict(r, expr=without_labels(r["expr"], drop))
+              for r in all_alerts() if r["alert"] in BURN_ALERTS]
+    doc = {"groups": [{"name": "recording", "rules": recording}, {"name": "alerts", "rules": alerts}]}
+    (tmp_path / RULES_FILE.name).write_text(yaml.safe_dump(doc))
+    cases = yaml.safe_load((generate.TESTS_DIR / "slo_burn_rules.test.yaml").read_text())
+    tests = [t for t in cases["tests"] if t["name"].startswith("per cluster:")]
+    assert sorted(c["alertname"] for t in tests for c in t["alert_rule_test"]) == sorted(BURN_ALERTS * 2)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "per_cluster.test.yaml").write_text(yaml.safe_dump(
+        {**cases, "group_eval_order": ["recording", "alerts"], "tests": tests}))
+    return subprocess.run(["promtool", "test", "rules", "tests/per_cluster.test.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_burn_rules_pass_their_per_cluster_cases_alone(tmp_path: Path) -> None:
+    out = promtool_per_cluster_burn(tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("drop", DROPS, ids=lambda d: "+".join(d))
+def test_promtool_fails_burn_rules_that_drop_a_cluster_label(tmp_path: Path, drop: tuple[str, ...]) -> None:
+    out = promtool_per_cluster_burn(tmp_path, drop)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and all(f"alertname: {a}," in text for a in BURN_ALERTS), text

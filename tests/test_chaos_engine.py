@@ -89,7 +89,7 @@ class FakeStack:
                  outputs: dict[str, str] | None = None, mitigation_exit: int = 0,
                  load: tuple[int, int, int] = (40, 1, 0), mitigation_s: float = 0.0,
                  evidence_at: float | None = None, resolve_after_heal_s: float | None = None,
-                 replicas: tuple[str, ...] = ()) -> None:
+                 replicas: tuple[str, ...] = (), evidence_shows_s: float = 0.0) -> None:
         self.clock = Clock()
         self.events: list[str] = []
         self.calls: dict[str, dict[str, Any]] = {}  # action -> its last arguments
@@ -101,6 +101,7 @@ class FakeStack:
         # When the cause left its evidence (a crash in the logs); None: at the fault. A runbook that
         # honours SINCE finds nothing older than it.
         self.evidence_at = evidence_at
+        self.evidence_shows_s = evidence_shows_s  # the runbook's queries show it this long after the fault
         self.outputs = outputs or {"restarts": "3 restarts of embed/Embedder", "deaths": "pid 42 (crashed)"}
         self.fault_at: float | None = None
         # [since, until) windows of the expected alert; one already firing before the fault, if asked
@@ -184,6 +185,7 @@ class FakeStack:
         self.events.append("runbook diagnose")
         evidence = self.fault_at if self.evidence_at is None else self.evidence_at
         fresh = evidence is not None and evidence >= float(env.get("SINCE", "-inf"))
+        fresh = fresh and self.fault_at is not None and self.clock() >= self.fault_at + self.evidence_shows_s
         return [StepResult(RunbookStep("diagnose", s, "true", ""), True, 0, out if fresh else "", 1.0)
                 for s, out in self.outputs.items()]
 
@@ -276,6 +278,26 @@ def test_a_diagnosis_that_does_not_match_fails_and_names_the_step(ops: OpsConfig
     assert not result.passed
     assert result.problems == ["runbook ServeReplicaRestarts step deaths did not find /crashed/"]
     assert result.diagnosis == {"restarts": "3 restarts", "deaths": "NOT FOUND /crashed/"}
+
+
+def test_a_diagnosis_runs_again_while_its_evidence_trails_the_page(ops: OpsConfig) -> None:
+    """The page fired at 12s; the runbook's queries show the cause only from 30s: the first run (done
+    at 18s) finds nothing, the next (10s later) finds it, and the run passes."""
+    stack = FakeStack(evidence_shows_s=30)
+    result = run(ops, stack)
+    assert result.passed, result.problems
+    diagnoses = [c for c in stack.runbook_calls if c["kinds"] == ("diagnose",)]
+    assert len(diagnoses) == 2 and all(c["env"]["SINCE"] == f"{T0:.3f}" for c in diagnoses)
+    assert any("found nothing yet" in line for line in result.log)
+
+
+def test_a_diagnosis_that_never_finds_its_cause_stops_at_its_bound(ops: OpsConfig) -> None:
+    stack = FakeStack(evidence_shows_s=10_000)
+    result = run(ops, stack)
+    assert result.problems[0] == "runbook ServeReplicaRestarts step restarts did not find /\\d+ restarts/"
+    diagnoses = [c for c in stack.runbook_calls if c["kinds"] == ("diagnose",)]
+    # runs start at 13, 28, 43, 58 and 73s (5s each, then 10s apart), none after 13 + 60s
+    assert len(diagnoses) == 5
 
 
 def test_a_missing_diagnosis_step_output_fails_too(ops: OpsConfig) -> None:

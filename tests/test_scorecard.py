@@ -7,10 +7,12 @@ leak watch, reset from history, the report, the exit code, and the runbook lines
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from alerts.generate import groups
@@ -388,7 +390,8 @@ def test_the_soak_runs_each_shape_then_reads_pages_and_rss(tmp_path: Path,
     assert [(s.shape, s.exit_code, s.duration_s) for s in precision.shapes] == [
         ("step", 0, 30), ("spike", 1, 30), ("oscillation", 0, 30)]
     assert not precision.clean and [p.alert for p in precision.false_pages] == ["X"]
-    assert precision.grace_s == measure.grace_s(KNOWN, 5, 5) and clock[0] >= T0 + 120 + precision.grace_s
+    # No page pending: the grace is the pipeline's lag, Ray's export and two scrapes and evaluations.
+    assert precision.grace_s == 30 and clock[0] >= T0 + 120 + precision.grace_s
     assert [(r.pid, r.growth_pct) for r in leak.over] == [("11", 10.0)]
     assert (leak.start, leak.end) == (T0 + 40, T0 + 120)
     [cap] = leak.captures
@@ -470,6 +473,30 @@ def test_a_failed_experiment_fails_the_scorecard_and_marks_its_detection() -> No
     assert f"experiment {runs[0].experiment} failed: runbook X step y did not find /z/" in card.failures
     [row] = [d for d in card.detection if d.experiment == runs[0].experiment]
     assert "FAILED: runbook X step y" in row.note
+
+
+def _settle(pending_until: float | None, fails: bool = False) -> tuple[float, list[float]]:
+    """The soak's grace with a page pending until `pending_until` (None: never); the clock starts at the
+    soak's end, T0."""
+    clock = [T0]
+
+    def pending(at: float) -> list[tuple[Labels, float]]:
+        if fails:
+            raise httpx.ConnectError("no Prometheus")
+        return [({"alertname": "X"}, 1.0)] if pending_until is not None and at < pending_until else []
+    asked: list[float] = []
+    source = FakeSource(instants={'alertstate="pending"': lambda at: asked.append(at) or pending(at)})
+    fx = soak.Effects(clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    return soak.settle(OPS, source, KNOWN, T0, fx), asked
+
+
+def test_the_grace_waits_out_a_pending_page_and_no_longer() -> None:
+    most = measure.grace_s(KNOWN, 5, 5) + 10
+    assert _settle(None)[0] == 30  # nothing pending once the pipeline saw the end
+    grace, asked = _settle(T0 + 62)
+    assert grace == 65 and asked[0] == T0 + 30  # asked again every 5 s until it no longer pends
+    assert _settle(math.inf)[0] == most  # a page pending throughout: the whole grace, where it fires
+    assert _settle(None, fails=True)[0] == most  # Prometheus silent: pending, as far as anyone knows
 
 
 def test_a_short_soak_s_gates_do_not_void_its_precision() -> None:

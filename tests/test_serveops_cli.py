@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from stack.config import OpsConfig, load
+from stack.local import serve_deploy
 from stack.tools import cli
 
 
@@ -37,7 +38,7 @@ def test_deployments_names_the_failed_one_and_serves_message(ops: OpsConfig, mon
     apps = {"embed": {"status": "RUNNING", "deployments": {"Embedder": deployment("HEALTHY")}},
             "llm": {"status": "DEPLOY_FAILED", "deployments": {"LLMServer:m": failed}},
             "broken": {"status": "DEPLOY_FAILED", "message": "ImportError: no module x", "deployments": {}}}
-    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: {"applications": apps})
+    monkeypatch.setattr(serve_deploy, "details", lambda _: {"applications": apps})
     assert cli.deployments(ops, None, config=True) == 0
     out = capsys.readouterr().out
     assert "LLMServer:m DEPLOY_FAILED 0/1 running" in out
@@ -51,7 +52,7 @@ def test_deployments_names_the_failed_one_and_serves_message(ops: OpsConfig, mon
 def test_deployments_all_healthy(ops: OpsConfig, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     apps = {"embed": {"status": "RUNNING", "deployments": {"Embedder": deployment("HEALTHY")}}}
-    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: {"applications": apps})
+    monkeypatch.setattr(serve_deploy, "details", lambda _: {"applications": apps})
     cli.deployments(ops, "embed")
     assert capsys.readouterr().out.strip().endswith("found: every deployment HEALTHY")
 
@@ -287,7 +288,7 @@ def test_replace_replica_refuses_a_replica_serve_does_not_list(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], app: str, deployment: str,
         where: str) -> None:
     two = serve_details(("a1", "RUNNING"), ("b2", "RUNNING"))
-    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: two)
+    monkeypatch.setattr(serve_deploy, "details", lambda _: two)
     killed: list[str] = []
     monkeypatch.setattr(cli, "_kill_actor", lambda ops, name: killed.append(name))
     assert cli.main(["replace-replica", app, deployment, "zz9"]) == 2
@@ -304,7 +305,7 @@ def test_replace_replica_kills_that_actor_and_waits_for_healthy(
         serve_details(("b2", "RUNNING"), ("c3", "STARTING"), status="UPDATING"),
         serve_details(("b2", "RUNNING"), ("c3", "RUNNING")),
     ])
-    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: next(answers))
+    monkeypatch.setattr(serve_deploy, "details", lambda _: next(answers))
     killed: list[str] = []
     monkeypatch.setattr(cli, "_kill_actor", lambda _, name: killed.append(name))
     assert cli.replace_replica(ops, "classify", "Preprocessor", "a1", wait_s=60, poll_s=0) == 0
@@ -319,7 +320,7 @@ def test_replace_replica_says_when_the_deployment_does_not_recover(
         ops: OpsConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     answers = iter([serve_details(("a1", "RUNNING"))] + [serve_details(("a1", "STOPPING"), status="UNHEALTHY",
                                                                        target=1)] * 1000)
-    monkeypatch.setattr(cli.serve_deploy, "details", lambda _: next(answers))
+    monkeypatch.setattr(serve_deploy, "details", lambda _: next(answers))
     monkeypatch.setattr(cli, "_kill_actor", lambda *_: None)
     assert cli.replace_replica(ops, "classify", "Preprocessor", "a1", wait_s=0.05, poll_s=0.01) == 1
     assert capsys.readouterr().out.strip().endswith(

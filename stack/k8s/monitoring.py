@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from stack import cluster_labels
 from stack.artifacts import DASHBOARDS_DIR, RULES_FILE
 from stack.config import OpsConfig
 from stack.k8s import NAMESPACE, metadata
@@ -29,7 +30,7 @@ def _relabelings() -> list[dict[str, Any]]:
         {"action": "replace", "targetLabel": "job", "replacement": RAY_JOB},
         # Ray's own Grafana dashboards filter by cluster on this label.
         {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_label_ray_io_cluster"],
-         "targetLabel": "ray_io_cluster"},
+         "targetLabel": cluster_labels.CLUSTER},
     ]
 
 

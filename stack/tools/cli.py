@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 import httpx
@@ -40,16 +41,22 @@ import yaml
 from stack import prom
 from stack.artifacts import RULES_FILE
 from stack.config import OpsConfig, load
-from stack.local import rollout, serve_deploy
 from stack.since import parse_since
+from stack.tools.promql import NOISE_LABELS, show
 
-# Labels every Ray series carries; they say nothing about the cause.
-NOISE_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "instance", "job",
-                "otel_scope_name", "otel_scope_schema_url", "otel_scope_version", "ray_io_cluster"}
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
-# Shown only when the series come from more than one Ray session (a restarted stack's old series).
-SESSION_LABEL = "SessionName"
 
+
+def _serve() -> ModuleType:
+    """Serve's state through Ray's SDK, imported on first use: 2 s of imports that most commands never
+    need."""
+    from stack.local import serve_deploy
+    return serve_deploy
+
+
+def _rollout() -> ModuleType:
+    from stack.local import rollout
+    return rollout
 
 
 def _since_arg(text: str) -> float | None:
@@ -64,19 +71,7 @@ def _when(stamp: float) -> str:
 
 
 def promql(ops: OpsConfig, expr: str) -> int:
-    result = prom.api(ops, "/api/v1/query", query=expr)["result"]
-    print(f"query: {expr}")
-    if not result:
-        print("found: nothing (no series matched)")
-        return 0
-    print(f"found: {len(result)} series")
-    sessions = {series["metric"].get(SESSION_LABEL) for series in result}
-    for series in result:
-        metric = series["metric"]
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(metric.items()) if k not in NOISE_LABELS)
-        if len(sessions) > 1:  # last, so that patterns on the leading labels still match
-            labels += f"{', ' if labels else ''}{SESSION_LABEL}={metric.get(SESSION_LABEL, '?')}"
-        print(f"  {series['value'][1]:>14}  {labels or '{}'}")
+    show(expr, prom.api(ops, "/api/v1/query", query=expr)["result"])
     return 0
 
 
@@ -92,7 +87,7 @@ def alerts(ops: OpsConfig) -> int:
 
 def replicas(ops: OpsConfig, app: str | None) -> int:
     found = 0
-    apps = serve_deploy.details(ops.listen.dashboard_url).get("applications") or {}
+    apps = _serve().details(ops.listen.dashboard_url).get("applications") or {}
     for app_name, app_info in sorted(apps.items()):
         if app and app_name != app:
             continue
@@ -171,7 +166,7 @@ def _kill_actor(ops: OpsConfig, actor_name: str) -> None:
 
 def replace_replica(ops: OpsConfig, app: str, deployment: str, replica_id: str, wait_s: float = 180,
                     poll_s: float = 2) -> int:
-    dep, replicas = _replicas_of(serve_deploy.details(ops.listen.dashboard_url), app, deployment)
+    dep, replicas = _replicas_of(_serve().details(ops.listen.dashboard_url), app, deployment)
     replica = next((r for r in replicas if r.get("replica_id") == replica_id), None)
     if replica is None:
         have = ", ".join(sorted(str(r.get("replica_id")) for r in replicas)) or "none"
@@ -188,7 +183,7 @@ def replace_replica(ops: OpsConfig, app: str, deployment: str, replica_id: str, 
         return 0
     deadline = time.monotonic() + wait_s
     while True:
-        dep, replicas = _replicas_of(serve_deploy.details(ops.listen.dashboard_url), app, deployment)
+        dep, replicas = _replicas_of(_serve().details(ops.listen.dashboard_url), app, deployment)
         ids = {r.get("replica_id") for r in replicas}
         running = sum(r.get("state") == "RUNNING" for r in replicas)
         target = int(dep.get("target_num_replicas") or 0)
@@ -232,7 +227,7 @@ def _options(deployment_config: dict[str, Any]) -> str:
 
 
 def deployments(ops: OpsConfig, app: str | None, config: bool = False) -> int:
-    apps = serve_deploy.details(ops.listen.dashboard_url).get("applications") or {}
+    apps = _serve().details(ops.listen.dashboard_url).get("applications") or {}
     bad: list[str] = []
     for app_name, app_info in sorted(apps.items()):
         if app and app_name != app:
@@ -243,7 +238,7 @@ def deployments(ops: OpsConfig, app: str | None, config: bool = False) -> int:
             bad.append(f"{app_name} {app_status}")
             if not deps:  # failed before any deployment existed (import, build): the app says why
                 _print_message(app_info.get("message") or "")
-        for row in serve_deploy.states({"applications": {app_name: app_info}}):
+        for row in _serve().states({"applications": {app_name: app_info}}):
             print(f"    {row.deployment} {row.status} {row.running}/{row.target} running")
             if config:
                 print(f"      {_options(deps[row.deployment].get('deployment_config') or {})}")
@@ -426,16 +421,16 @@ def tune(ops: OpsConfig, app: str, deployment: str, settings: list[str]) -> int:
         if not sep:
             raise SystemExit(f"tune: {item!r} is not key=value")
         options[key] = _value(raw)
-    config = rollout.with_options(rollout.read(rollout.DEPLOYED), app, deployment, options)
+    config = _rollout().with_options(_rollout().read(_rollout().DEPLOYED), app, deployment, options)
     print(f"rolling out {app}/{deployment} with {options}")
-    rollout.roll_out(ops, config)
-    print(f"done: every application RUNNING; {rollout.LAST_GOOD} updated")
+    _rollout().roll_out(ops, config)
+    print(f"done: every application RUNNING; {_rollout().LAST_GOOD} updated")
     return 0
 
 
 def rollback(ops: OpsConfig) -> int:
-    print(f"rolling back to {rollout.LAST_GOOD}")
-    rollout.rollback(ops)
+    print(f"rolling back to {_rollout().LAST_GOOD}")
+    _rollout().rollback(ops)
     print("done: every application RUNNING")
     return 0
 
