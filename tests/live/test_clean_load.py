@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from alerts import generate as alert_rules
+from alerts.required_metrics import metric_names
 from dashboards.catalog import all_dashboards
 from dashboards.spec import EVENT_ONLY_METRICS
 from stack.config import OpsConfig, load
@@ -23,7 +24,8 @@ from stack.prom import api as prom
 pytestmark = pytest.mark.live
 LOAD_S = 40
 METRIC = re.compile(r"\b((?:ray_|serveops_|serveops:)[a-zA-Z0-9_:]+|up)\b")
-VARIABLES = {"$application": ".*", "$deployment": ".*", "$model": ".*", "$__rate_interval": "1m"}
+VARIABLES = {"$cluster": ".*", "$namespace": ".*", "$application": ".*", "$deployment": ".*", "$model": ".*",
+             "$__rate_interval": "1m"}
 
 
 def mixed_load(base: str, model: str, stop: threading.Event) -> tuple[list[int], list[threading.Thread]]:
@@ -72,14 +74,14 @@ def used_metrics() -> dict[str, str]:
     for board in all_dashboards(load()):
         for panel in board.panels:
             for query in panel.queries:
-                for name in METRIC.findall(query.expr):
+                for name in sorted(metric_names(query.expr)):
                     used.setdefault(name, f"{board.uid}: {panel.title}")
     rules = yaml.safe_load(alert_rules.RULES_FILE.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
-            for name in METRIC.findall(rule["expr"]):
+            for name in sorted(metric_names(rule["expr"])):
                 used.setdefault(name, rule.get("alert") or rule.get("record"))
-    return used
+    return {n: where for n, where in used.items() if METRIC.fullmatch(n)}
 
 
 def test_every_metric_used_exists(after_clean_load: OpsConfig) -> None:
