@@ -50,14 +50,16 @@ def test_experiment_names_real_things(name: str, second_node: bool) -> None:
 
 
 # The loss goals of issue 15: failed over sent on the experiment's load route.
-LOSS_GOALS = {"replica-crash": (None, 2), "oom": ("/embed", 0.01), "bad-rollout": (None, 0),
+LOSS_GOALS = {"replica-crash": (None, 6), "oom": ("/embed", 0.01), "bad-rollout": (None, 0),
               "oscillation": (None, 0), "head-partition": (None, 0), "rolling-update": (None, 0),
               "hung-replica": ("/classify", 0.02),
               # issue 16: counts, since the hung replica holds a handful of requests whatever the rate
               "half-alive": (None, 5), "half-alive-unwatched": (None, 20), "slo-burn": (None, 0),
               "metric-missing": (None, 0)}
 # replica-crash was 1% of /embed (issue 15); a short run sends ~80 requests, where 1% is under one
-# request: the bound is now what the hypothesis names, the one or two in flight on the killed replica.
+# request: the bound is now what the hypothesis names, the requests in flight on the killed replica
+# (rate x latency: 4/s x up to 1.5 s on the busy CI box; a later fix bounds each lost request to one
+# sent before the kill instead of a count).
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
