@@ -117,7 +117,8 @@ def rate_findings(tree: Any, where: str, types: dict[str, str], *, dashboard: bo
         if name and not counter_like(name, types):
             out.append(Finding("rate-counter", where, f"{call.func.name}() over {name}, a "
                                f"{types.get(name, 'non-counter')}: use deriv() or delta() on a gauge"))
-        if dashboard and arg.range.total_seconds() != 7777 and not (stat and call.func.name == "increase"):
+        fixed = arg.range.total_seconds() != _GRAFANA_RANGES[RATE_INTERVAL]
+        if dashboard and fixed and not (stat and call.func.name == "increase"):
             out.append(Finding("rate-interval", where, f"{call.func.name}({name}[...]) over a fixed window: "
                                f"use [{RATE_INTERVAL}]"))
     return out
