@@ -14,6 +14,7 @@ from typing import Any
 
 from alerts import required_metrics, slo_rules
 from alerts.rule import alert
+from stack import queries
 from stack.cluster_labels import BY
 from stack.config import OpsConfig
 
@@ -170,7 +171,7 @@ def _ops_alerts(ops: OpsConfig, base: str) -> list[dict[str, Any]]:
               "{{ $labels.application }}/{{ $labels.deployment }} is DEPLOY_FAILED: its new replicas do not "
               "start. Roll back to the last good config.", base),
         alert("ServeAutoscalerOscillation",
-              f"changes(ray_serve_autoscaling_target_replicas[30m]) >= {a.oscillation_changes_30m}",
+              f"{queries.target_changes('30m', obs.scrape_interval_s)} >= {a.oscillation_changes_30m}",
               "0m", "warning", "The autoscaler keeps changing a deployment's replica target.",
               "{{ $labels.application }}/{{ $labels.deployment }}: the target changed {{ $value }} times "
               "in 30 minutes.", base),

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from chaos.context import Context
-from stack import prom
+from stack import prom, queries
 from stack.local import second_node, serve_deploy
 from stack.local.ray_head import BIN
 
@@ -122,8 +122,9 @@ def nodes_alive(ctx: Context, count: int) -> tuple[bool, str]:
 def target_changes(ctx: Context, at: float, window_s: float) -> int:
     """Changes of the target's autoscaling target over the window ending at `at` (Prometheus)."""
     t = ctx.exp.target
-    expr = (f'max(changes(ray_serve_autoscaling_target_replicas{{application="{t.app}",'
-            f'deployment="{t.deployment}"}}[{int(window_s)}s]))')
+    selector = f'application="{t.app}",deployment="{t.deployment}"'
+    step_s = ctx.ops.observability.scrape_interval_s
+    expr = f"max({queries.target_changes(f'{int(window_s)}s', step_s, selector)})"
     result = prom.api(ctx.ops, "/api/v1/query", query=expr, time=f"{at:.3f}")["result"]
     return int(float(result[0]["value"][1])) if result else 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dashboards.spec import APP, CLUSTER, DEP, HTTP, NO_GPU, RATE, DashboardSpec, PanelSpec, q, quantiles
+from stack import queries
 from stack.config import OpsConfig
 
 REPLICAS = CLUSTER + ',Component=~"ray::ServeReplica.*"'
@@ -56,7 +57,7 @@ def serve_overview() -> DashboardSpec:
     ))
 
 
-def deployment() -> DashboardSpec:
+def deployment(ops: OpsConfig) -> DashboardSpec:
     return DashboardSpec("serveops-deployment", "serveops / Deployment",
                          "One deployment: load, latency, queueing, replicas and restarts.", (
         PanelSpec("Requests per second", "Requests the deployment's replicas handled.", "reqps",
@@ -73,7 +74,7 @@ def deployment() -> DashboardSpec:
                      "target {{deployment}}")), runbook="ServeDeploymentBelowTarget"),
         PanelSpec("Replica target changes", "How often the autoscaler changed its target; flapping shows here.",
                   "short",
-                  (q(f"max by (deployment) (changes(ray_serve_autoscaling_target_replicas{{{DEP}}}[30m]))",
+                  (q(f"max by (deployment) ({queries.target_changes('30m', ops.observability.scrape_interval_s, DEP)})",
                      "{{deployment}}"),), runbook="ServeAutoscalerOscillation"),
         PanelSpec("Replicas seen in 15m", "Distinct replicas that ran in the last 15 minutes of this Ray "
                   "session; above the target means replicas were replaced.", "short",
@@ -383,5 +384,5 @@ def slo(ops: OpsConfig) -> DashboardSpec:
 
 
 def all_dashboards(ops: OpsConfig) -> list[DashboardSpec]:
-    return [serve_overview(), deployment(), llm(ops), batching(), multiplexing(), resources(), cluster(),
+    return [serve_overview(), deployment(ops), llm(ops), batching(), multiplexing(), resources(), cluster(),
             slo(ops)]
