@@ -18,6 +18,8 @@ status:
 	@$(PY) -m stack.local.cluster status
 
 # SHAPE=sweep: open-loop rate sweep per route family to the knee, with autoscaling advice (docs/sweep.md).
+# WORKERS=N: a locust master and N worker processes on 127.0.0.1, for more load than one core gives;
+# their samples merge into the same report and SLO gate.
 loadtest: setup
 	@$(PY) -m loadtests.run
 
@@ -105,5 +107,7 @@ chaos-%: setup
 # The alert-quality scorecard against the live stack: a soak (false pages, RSS growth), every chaos
 # experiment, then recall, detection against each alert's bound, and reset per alert:
 # reports/scorecard-<ts>/scorecard.md, .json, .png. SCORECARD=short for the short version (make test's).
+# Against a remote target (docs/targets.md) only the read-only parts run: SOAK_ONLY=1, or REUSE=<dir>
+# with chaos-*/result.json from experiments run there.
 scorecard: setup
-	@SCORECARD=$(SCORECARD) $(PY) -m scorecard.run
+	@SCORECARD=$(SCORECARD) $(PY) -m scorecard.run $(if $(SOAK_ONLY),--soak-only) $(if $(REUSE),--reuse $(REUSE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from stack import targets
 from stack.config import OpsConfig
 from stack.local import rollout
 from stack.local.ray_head import local_pid
@@ -21,6 +22,8 @@ def is_loopback(host: str) -> bool:
 
 def check(ops: OpsConfig) -> None:
     """Raise SystemExit unless the stack is ours: loopback listeners, a GCS on this machine, our deploy."""
+    # Its evidence comes from the targets: one pointed at another cluster would judge the wrong stack.
+    targets.refuse_remote(ops, "chaos")
     forced = os.environ.get(FORCE_ENV) == "1"
     if not is_loopback(ops.listen.host) and not forced:
         raise SystemExit(f"chaos refuses a non-loopback stack ({ops.listen.host}); "

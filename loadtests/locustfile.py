@@ -4,6 +4,8 @@
 opens the web UI with the same settings. SHAPE, USERS, DURATION, RATE and WEIGHTS override
 the ops config's `loadtest` section. With LOADTEST_OUT set, every request is also written to
 $LOADTEST_OUT/samples.json, with the load generator's CPU use, for the report and the SLO gate.
+Run distributed (WORKERS=N), the master runs the shape and records nothing; each worker writes
+samples-worker-<i>.json, which loadtests/distributed.py merges into samples.json.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import gevent
 import psutil
 from locust import FastHttpUser, LoadTestShape, between, constant_throughput, events
 from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import routes
+from loadtests.distributed import WORKER_INDEX_ENV, worker_samples
 from loadtests.settings import resolve
 from loadtests.shapes import at
 from loadtests.sweep.families import PROMPTS, TEXTS
+from stack import targets
 from stack.config import load
 from stack.profile import select
 from stack.serving.models.tenants import N_FEATURES, TENANTS
@@ -40,6 +45,7 @@ TENANT_WEIGHTS = [1 / (rank + 1) ** SETTINGS.tenant_zipf_exponent for rank in ra
 
 def _wait_time():
     if SETTINGS.rate_per_s is not None:  # constant arrival rate across all users
+        # per user of the total, so the rate holds however the master spreads the users over workers
         return constant_throughput(SETTINGS.rate_per_s / SETTINGS.users)
     return between(*SETTINGS.think_time_s)
 
@@ -64,6 +70,7 @@ def _sse_events(resp) -> Any:
 
 class StackUser(FastHttpUser):
     wait_time = _wait_time()
+    default_headers = targets.headers("serve") or None  # a remote target's auth (docs/targets.md)
 
     def _fire(self, name: str, ms: float, **context: Any) -> None:
         self.environment.events.request.fire(request_type=routes.LLM_TYPE, name=name, response_time=ms,
@@ -189,7 +196,8 @@ def _watch_cpu(environment: Environment) -> None:
 @events.test_start.add_listener
 def _start(environment: Environment, **_: Any) -> None:
     _window["started"] = time.time()
-    gevent.spawn(_watch_cpu, environment)
+    if not isinstance(environment.runner, MasterRunner):  # the workers send the load; the master relays
+        gevent.spawn(_watch_cpu, environment)
 
 
 @events.test_stop.add_listener
@@ -197,10 +205,21 @@ def _stop(**_: Any) -> None:
     _window["ended"] = time.time()
 
 
+def _record_path(environment: Environment) -> Path | None:
+    out = os.environ.get("LOADTEST_OUT")
+    if not out or isinstance(environment.runner, MasterRunner):  # no request runs on the master
+        return None
+    if isinstance(environment.runner, WorkerRunner):
+        return worker_samples(Path(out), os.environ.get(WORKER_INDEX_ENV) or environment.runner.worker_index)
+    return Path(out, "samples.json")
+
+
 @events.quitting.add_listener
 def _dump(environment: Environment, **_: Any) -> None:
-    out = os.environ.get("LOADTEST_OUT")
-    if out:
+    path = _record_path(environment)
+    if path:
+        # stopped: the test ended (test_stop) before the process quit; a worker killed mid-run has not
         record = {"settings": SETTINGS.to_json(), "model": MODEL, "samples": _samples, "locust_cpu": _cpu,
-                  "started": _window.get("started"), "ended": _window.get("ended", time.time())}
-        Path(out, "samples.json").write_text(json.dumps(record))
+                  "started": _window.get("started"), "ended": _window.get("ended", time.time()),
+                  "stopped": "ended" in _window}
+        path.write_text(json.dumps(record))

@@ -1,9 +1,9 @@
 """`make loadtest`: locust against every route, a report, and the SLO gate.
 
 Starts the stack when it is not up (and leaves it running), warms each route once, runs
-loadtests/locustfile.py headless, then writes reports/<timestamp>/: locust's HTML and CSV,
-summary.json, summary.txt and PNG plots. Exits 1 when an objective of the ops config is broken,
-2 when the run itself could not be made.
+loadtests/locustfile.py headless (WORKERS=N: a master and N workers, loadtests/distributed.py), then
+writes reports/<timestamp>/: locust's HTML and CSV, summary.json, summary.txt and PNG plots. Exits 1
+when an objective of the ops config is broken, 2 when the run itself could not be made.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 
-from loadtests import gate, plots
+from loadtests import distributed, gate, plots
 from loadtests.settings import Settings, SettingsError, resolve
 from loadtests.stack_client import ensure_up
 from loadtests.summary import Run, summarize, table
 from loadtests.sweep import run as sweep
-from stack import ROOT, prom
+from stack import ROOT, prom, targets
 from stack.config import OpsConfig, load
 from stack.polling import eventually
 from stack.serving.models.tenants import N_FEATURES, TENANTS
@@ -48,7 +48,7 @@ def report_dir() -> Path:
 
 
 def warm_up(ops: OpsConfig, settings: Settings, model: str) -> None:
-    with httpx.Client(base_url=ops.listen.serve_url, timeout=60) as client:
+    with httpx.Client(base_url=ops.targets.serve_url, headers=targets.headers("serve"), timeout=60) as client:
         for task in settings.enabled_tasks:
             path, body = WARMUP[task]
             body = {"model": model, **body} if path.startswith("/v1/") else body
@@ -68,24 +68,32 @@ def warm_up(ops: OpsConfig, settings: Settings, model: str) -> None:
 
 def run_locust(ops: OpsConfig, settings: Settings, model: str, out: Path) -> int:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-           "--host", ops.listen.serve_url, "--csv", str(out / "locust"), "--csv-full-history",
+           "--host", ops.targets.serve_url, "--csv", str(out / "locust"), "--csv-full-history",
            "--html", str(out / "locust.html")]
     env = {**os.environ, "LOADTEST_OUT": str(out), "LLM_MODEL_ID": model}
+    if settings.workers:
+        return distributed.run(cmd, env, settings.workers, out, settings.duration_s + 300, shown)
     with open(out / "locust.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        for line in proc.stdout:  # shape changes and warnings (e.g. locust's own CPU) as they happen
+        for line in proc.stdout:
             log.write(line)
-            if "WARNING" in line or "Shape test updating" in line or "ERROR" in line:
+            if shown(line):
                 print(line.rstrip())
         return proc.wait(timeout=settings.duration_s + 300)
+
+
+def shown(line: str) -> bool:
+    """Shape changes and warnings (e.g. locust's own CPU), printed as they happen."""
+    return "WARNING" in line or "Shape test updating" in line or "ERROR" in line
 
 
 def describe(settings: Settings) -> str:
     stages = ", ".join(f"{s.users}u until {s.until_s:g}s" for s in settings.stages)
     load = f"{settings.rate_per_s}/s arrivals" if settings.rate_per_s else f"think {settings.think_time_s} s"
     weights = ", ".join(f"{t}={w}" for t, w in settings.weights.items() if w)
-    return f"shape {settings.shape}: {stages}; {load}; weights {weights}"
+    workers = f"; {settings.workers} locust workers" if settings.workers else ""
+    return f"shape {settings.shape}: {stages}; {load}; weights {weights}{workers}"
 
 
 def main() -> int:
@@ -99,9 +107,14 @@ def main() -> int:
         return sweep.main(ops, lambda: ensure_up(ops))
     model = ensure_up(ops)[0]
     out = report_dir()
+    print(f"target    Serve at {ops.targets.serve_url}, Prometheus at {ops.targets.prometheus_url}")
     print(describe(settings))
     warm_up(ops, settings, model)
-    code = run_locust(ops, settings, model, out)
+    try:
+        code = run_locust(ops, settings, model, out)
+    except distributed.WorkerError as err:  # never a report from part of the load
+        print(f"loadtest: {err}", file=sys.stderr)
+        return 2
     samples = out / "samples.json"
     if not samples.exists():
         print(f"locust exited {code} without samples; see {out / 'locust.log'}", file=sys.stderr)
@@ -121,8 +134,12 @@ def main() -> int:
     text = "\n".join([table(summary), "", *(v.line() for v in verdicts)])
     (out / "summary.txt").write_text(text + "\n")
     print(text)
-    if summary["load_generator"]["saturated"]:
-        print("WARNING: locust used most of a core; the load generator, not the stack, may have set the pace")
+    generator = summary["load_generator"]
+    if generator["saturated"]:
+        busy = [i for i, w in generator.get("workers", {}).items() if w["saturated"]]
+        who = f"locust worker {', '.join(busy)}" if busy else "locust"
+        print(f"WARNING: {who} used most of a core; the load generator, not the stack, may have set the pace"
+              + ("; raise WORKERS" if settings.workers else "; try WORKERS=N"))
     if summary["arrival_rate"] and not summary["arrival_rate"]["kept_up"]:
         print("WARNING: the users could not keep the arrival rate; raise USERS")
     print(f"alerts fired: {', '.join(summary['alerts_fired']) or 'none'}")

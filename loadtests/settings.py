@@ -30,6 +30,7 @@ class Settings:
     embed_batch_texts: int
     tenant_zipf_exponent: float
     oscillation_period_s: float
+    workers: int = 0  # 0: one locust process; N: a locust master and N workers (loadtests/distributed.py)
 
     @property
     def stages(self) -> list[Stage]:
@@ -58,6 +59,18 @@ def _number(env: Mapping[str, str], name: str, default: float, cast: type = floa
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be > 0")
     return value
+
+
+def _workers(env: Mapping[str, str], shape: str) -> int:
+    raw = env.get("WORKERS")
+    if raw in (None, ""):
+        return 0
+    if not raw.strip().isdigit():
+        raise SettingsError(f"WORKERS={raw!r} must be a whole number >= 0 (0: one locust process)")
+    workers = int(raw)
+    if workers and shape == "sweep":  # the sweep drives its own load (loadtests/sweep), not locust
+        raise SettingsError(f"WORKERS={raw!r} applies to locust's shapes, not SHAPE=sweep")
+    return workers
 
 
 def parse_weights(raw: str) -> dict[str, int]:
@@ -94,4 +107,5 @@ def resolve(ops: OpsConfig, env: Mapping[str, str] = os.environ) -> Settings:
         embed_batch_texts=lt.embed_batch_texts,
         tenant_zipf_exponent=lt.tenant_zipf_exponent,
         oscillation_period_s=lt.oscillation_period_s,
+        workers=_workers(env, shape),
     )

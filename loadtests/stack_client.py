@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from stack import targets
 from stack.config import OpsConfig
 from stack.local import cluster, second_node
 from stack.profile import select
@@ -17,7 +18,7 @@ from stack.profile import select
 def models(ops: OpsConfig) -> list[str]:
     """Model ids the OpenAI endpoint lists, or [] when it does not answer."""
     try:
-        r = httpx.get(f"{ops.listen.serve_url}/v1/models", timeout=5)
+        r = httpx.get(f"{ops.targets.serve_url}/v1/models", headers=targets.headers("serve"), timeout=5)
         r.raise_for_status()
     except httpx.HTTPError:
         return []
@@ -25,10 +26,14 @@ def models(ops: OpsConfig) -> list[str]:
 
 
 def ensure_up(ops: OpsConfig) -> list[str]:
-    """Start the stack when it is not serving; return the model ids."""
+    """Start the local stack when it is not serving; return the model ids. A remote target that does
+    not answer is an error: starting a local stack would load the wrong cluster."""
     found = models(ops)
     if found:
         return found
+    if "serve" in targets.remote(ops):
+        raise SystemExit(f"Serve at {ops.targets.serve_url} lists no model at /v1/models; "
+                         f"check {targets.URL_ENV['serve']} and {targets.HEADERS_ENV['serve']}")
     if cluster.up(ops, select(), timeout_s=900) != 0:
         raise SystemExit("make up failed; see the logs named above")
     return models(ops)

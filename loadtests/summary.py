@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loadtests import routes
@@ -27,7 +27,9 @@ class Sample:
 
 @dataclass(frozen=True)
 class Run:
-    """What locustfile.py wrote: settings, samples, locust's CPU, and the run's wall-clock window."""
+    """What locustfile.py wrote: settings, samples, locust's CPU, and the run's wall-clock window.
+    Distributed (WORKERS=N), cpu holds the busiest worker's CPU and all users a second, and
+    worker_cpu each worker's own rows (loadtests/distributed.py merges them)."""
 
     settings: dict[str, Any]
     samples: list[Sample]
@@ -35,12 +37,14 @@ class Run:
     started: float
     ended: float
     model: str = ""  # the LLM model the run sent to
+    worker_cpu: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, record: dict[str, Any]) -> Run:
+        workers = {int(w["index"]): [tuple(r) for r in w["locust_cpu"]] for w in record.get("workers", [])}
         return cls(record["settings"], [Sample.parse(r) for r in record["samples"]],
                    [tuple(r) for r in record["locust_cpu"]], record["started"], record["ended"],
-                   record.get("model", ""))
+                   record.get("model", ""), workers)
 
     @property
     def duration_s(self) -> float:
@@ -91,14 +95,26 @@ def goodput_figures(run: Run) -> dict[str, Any]:
                         "per_s": round(good / run.duration_s, 2), "bad": dict(sorted(bad.items()))}}
 
 
-def locust_figures(run: Run, warn_percent: float) -> dict[str, Any]:
-    """Locust runs in one process: near one full core, it and not the stack limits the load."""
-    cpu = [c[1] for c in run.cpu]
+def cpu_figures(rows: list[tuple[float, float, int]], warn_percent: float) -> dict[str, Any]:
+    """A locust process is one core: near a full one, it and not the stack limits the load."""
+    cpu = [c[1] for c in rows]
     windows = [sum(cpu[i:i + 5]) / len(cpu[i:i + 5]) for i in range(0, len(cpu), 5)]
     peak = max(windows, default=0.0)
     return {"cpu_mean_percent": round(sum(cpu) / len(cpu), 1) if cpu else None,
             "cpu_peak_5s_percent": round(peak, 1), "warn_percent": warn_percent,
             "saturated": peak >= warn_percent}
+
+
+def locust_figures(run: Run, warn_percent: float) -> dict[str, Any]:
+    """The load generator's CPU; distributed, also per worker, saturated when any worker was."""
+    figures = cpu_figures(run.cpu, warn_percent)
+    if run.worker_cpu:
+        workers = {str(i): cpu_figures(rows, warn_percent) for i, rows in sorted(run.worker_cpu.items())}
+        for w in workers.values():
+            del w["warn_percent"]
+        figures["saturated"] = figures["saturated"] or any(w["saturated"] for w in workers.values())
+        figures["workers"] = workers
+    return figures
 
 
 def arrival_figures(run: Run) -> dict[str, Any] | None:
@@ -144,8 +160,13 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(f"LLM goodput {model}: {g['share']:.2%} good ({g['good']} of {g['requests']}, "
                      f"{g['per_s']}/s); not good: {bad}")
     gen = summary["load_generator"]
+    busiest = f", the busiest of {len(gen['workers'])} workers" if "workers" in gen else ""
     lines.append(f"locust CPU mean {gen['cpu_mean_percent']}% peak(5s) {gen['cpu_peak_5s_percent']}% "
-                 f"of one core (warns at {gen['warn_percent']:g}%)")
+                 f"of one core{busiest} (warns at {gen['warn_percent']:g}%)")
+    if "workers" in gen:
+        lines.append("locust workers: " + "; ".join(
+            f"{i} mean {w['cpu_mean_percent']}% peak(5s) {w['cpu_peak_5s_percent']}%"
+            + (" SATURATED" if w["saturated"] else "") for i, w in gen["workers"].items()))
     if summary["arrival_rate"]:
         a = summary["arrival_rate"]
         lines.append(f"arrival rate {a['achieved_per_s']}/s of {a['target_per_s']}/s targeted")

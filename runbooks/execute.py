@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from runbooks.book import Runbook, RunbookError, Step, load, names
-from stack import ROOT
+from stack import ROOT, targets
 from stack.config import OpsConfig
 from stack.config import load as load_ops
 from stack.since import parse_since
@@ -45,12 +45,15 @@ class StepResult:
 
 
 def step_env(ops: OpsConfig, base: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """What the steps' commands find: our venv's tools first, and the stack's addresses."""
-    listen = ops.listen
+    """What the steps' commands find: our venv's tools first, and the targets' addresses (the local
+    stack unless the environment points them elsewhere, stack/targets.py)."""
+    t = ops.targets
     return {**base, "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}",
-            "RAY_DASHBOARD_ADDRESS": listen.dashboard_url, "RAY_ADDRESS": listen.gcs_address,
-            "PROMETHEUS_URL": listen.url(listen.prometheus_port), "SERVE_URL": listen.serve_url,
-            URL_ENV: listen.url(listen.prometheus_port)}  # `serveops promql`'s fast path
+            "RAY_DASHBOARD_ADDRESS": t.ray_dashboard_url, "RAY_ADDRESS": ops.listen.gcs_address,
+            "PROMETHEUS_URL": t.prometheus_url, "SERVE_URL": t.serve_url,
+            targets.KUBE_ENV["kube_namespace"]: t.kube_namespace,
+            **({targets.KUBE_ENV["kube_context"]: t.kube_context} if t.kube_context else {}),
+            URL_ENV: t.prometheus_url}  # `serveops promql`'s fast path (and the target's override)
 
 
 def current_context(env: Mapping[str, str]) -> tuple[str, str]:
@@ -81,11 +84,16 @@ def kubernetes_blocked(env: Mapping[str, str]) -> str:
     return f"skipped: {K8S_NEEDS} ({named}{seen})"
 
 
-def skip_reason(step: Step, confirm: bool, env: Mapping[str, str]) -> str:
+def skip_reason(step: Step, confirm: bool, env: Mapping[str, str], remote: str = "") -> str:
+    """remote: the targets that are not the local stack, described; a mitigation that is not a
+    Kubernetes step acts through the local stack's own APIs, so it does not run against them."""
     if step.kubernetes and (blocked := kubernetes_blocked(env)):
         return blocked
     if step.mutates and not confirm:
         return "skipped: a mitigation; run again with CONFIRM=1 to apply it"
+    if step.mutates and not step.kubernetes and remote:
+        return (f"skipped: this mitigation acts on the local stack, and the targets point elsewhere "
+                f"({remote}); on a cluster the k8s- steps act, with K8S_CONTEXT=<context>")
     return ""
 
 
@@ -107,8 +115,8 @@ def with_since(env: Mapping[str, str], since: float | None, ops: OpsConfig) -> d
     return {**env, "SINCE": f"{since:.3f}", "SINCE_WINDOW": window}
 
 
-def run_step(step: Step, env: Mapping[str, str], confirm: bool) -> StepResult:
-    reason = skip_reason(step, confirm, env)
+def run_step(step: Step, env: Mapping[str, str], confirm: bool, remote: str = "") -> StepResult:
+    reason = skip_reason(step, confirm, env, remote)
     if reason:
         return StepResult(step, False, None, "", 0.0, reason)
     started = time.monotonic()
@@ -142,11 +150,12 @@ def execute(book: Runbook, ops: OpsConfig, confirm: bool, only: list[str] | None
     bounds the evidence; K8S_CONTEXT there lets Kubernetes steps run against that context."""
     env = {**step_env(ops), **(extra_env or {})}
     bound = since if since is not None else parse_since(env.get("SINCE", ""))
+    remote = ", ".join(f"{kind} {url}" for kind, url in targets.remote(ops).items())
     results = []
     for step in book.steps:
         if (only and step.name not in only) or (kinds and step.kind not in kinds):
             continue
-        result = run_step(step, with_since(env, bound, ops), confirm)
+        result = run_step(step, with_since(env, bound, ops), confirm, remote)
         if echo:
             show(result)
         results.append(result)
@@ -175,7 +184,12 @@ def main() -> int:
     if since is not None:
         print(f"# evidence since {datetime.fromtimestamp(since).isoformat(sep=' ', timespec='seconds')}: "
               "older logs, dead actors and samples are left out")
-    results = execute(book, load_ops(), confirm, only, since=since)
+    ops = load_ops()
+    t = ops.targets
+    print(f"# targets: Prometheus {t.prometheus_url}, Ray dashboard {t.ray_dashboard_url}, "
+          f"Alertmanager {t.alertmanager_url}" + (f", Kubernetes context {t.kube_context}/{t.kube_namespace}"
+                                                   if t.kube_context else ""))
+    results = execute(book, ops, confirm, only, since=since)
     failed = [r.step.name for r in results if r.ran and r.exit_code != 0]
     ran = sum(r.ran for r in results)
     print(f"\n{ran} step(s) ran, {len(results) - ran} skipped"

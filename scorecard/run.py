@@ -35,7 +35,7 @@ from runbooks import scorecard_line
 from scorecard import bounds, history, measure, publish, report, rules, soak
 from scorecard.inputs import LiveBounds
 from scorecard.model import ChaosRun, Identity, LeakWatch, Pipeline, Precision, Scorecard
-from stack import ROOT
+from stack import ROOT, targets
 from stack.config import OpsConfig, load
 from stack.local.monitoring import alertmanager_config
 from stack.profile import select
@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{scorecard_line.FIGURES.relative_to(ROOT)}")
         return scorecard_line.main([])
     ops, mode = load(), "short" if args.short else "full"
+    away = targets.remote(ops)
+    if away and not (args.soak_only or args.reuse or args.soak_from):
+        # Chaos acts only on the local stack (chaos/safety.py); here it would judge another cluster.
+        print(f"scorecard: the targets point at {', '.join(away.values())}; only the read-only parts run "
+              "there: SOAK_ONLY=1 (--soak-only), or REUSE=<dir> (--reuse) with the results of experiments "
+              "run on that cluster", file=sys.stderr)
+        return 2
     out = args.out or ROOT / "reports" / f"scorecard-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     known = rules.identities(groups(ops))

@@ -42,7 +42,8 @@ def replica_rss(ops: OpsConfig) -> list[tuple[history.Labels, float]]:
     whatever its replica count, so replicas cannot be told apart there.
     """
     out = []
-    for app, details in (serve_deploy.details(ops.listen.dashboard_url).get("applications") or {}).items():
+    apps = serve_deploy.details(ops.targets.ray_dashboard_url).get("applications") or {}
+    for app, details in apps.items():
         for dep, d in (details.get("deployments") or {}).items():
             for r in d.get("replicas") or []:
                 if r.get("state") != "RUNNING" or not r.get("pid"):

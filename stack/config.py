@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stack import ROOT, levers
+from stack import ROOT, levers, targets
 from stack.serving.settings import ApiLimits, Goodput, Tenants  # what the Serve config passes replicas
 
 OPS_PATH = ROOT / "stack" / "ops.yaml"
@@ -56,6 +57,26 @@ class Listen(_Strict):
     @property
     def gcs_address(self) -> str:
         return f"{self.host}:{self.gcs_port}"
+
+
+class Targets(_Strict):
+    """What the read-only tools read (stack/targets.py): the local stack unless set; each entry is
+    overridden by its environment variable (SERVEOPS_SERVE_URL, ..., K8S_CONTEXT, K8S_NAMESPACE)."""
+
+    serve_url: str
+    prometheus_url: str
+    alertmanager_url: str
+    ray_dashboard_url: str
+    kube_context: str | None = None  # Kubernetes steps of the runbooks run only against this context
+    kube_namespace: str = "serveops"
+
+    @field_validator("serve_url", "prometheus_url", "alertmanager_url", "ray_dashboard_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        # Every client joins paths onto these; a scheme-less or path-carrying URL would be misread.
+        if not url.startswith(("http://", "https://")) or "?" in url or "#" in url:
+            raise ValueError(f"{url!r}: a target is an http(s):// URL with no query, e.g. http://prometheus:9090")
+        return url.rstrip("/")
 
 
 class Cluster(_Strict):
@@ -400,6 +421,7 @@ class Bench(_Strict):
 
 class OpsConfig(_Strict):
     listen: Listen
+    targets: Targets
     api: ApiLimits
     tenants: Tenants
     observability: Observability
@@ -410,6 +432,30 @@ class OpsConfig(_Strict):
     loadtest: LoadTest
     bench: Bench
     profiles: dict[str, Profile]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_targets(cls, data: Any) -> Any:
+        # "local" is the listener this file's stack opens, so a port changed in listen: moves both.
+        if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+            return data
+        listen = Listen.model_validate(data["listen"])
+        local = {f"{kind}_url": url for kind, url in targets.local_urls(listen).items()}
+        resolved = {k: local[k] if v == targets.LOCAL and k in local else v
+                    for k, v in data["targets"].items()}
+        return {**data, "targets": resolved}
+
+    @model_validator(mode="after")
+    def _haproxy_on_loopback(self) -> OpsConfig:
+        # Ray's HAProxy dials replicas on its own node at 127.0.0.1 (serve/_private/haproxy.py), and our
+        # replicas listen on listen.host: elsewhere every request through it is a 500.
+        if targets.loopback(self.listen.host):
+            return self
+        on = sorted(name for name, p in self.profiles.items() if "haproxy_ingress" in p.cluster.levers)
+        if on:
+            raise ValueError(f"profiles {on} run the haproxy_ingress lever, which needs listen.host on "
+                             f"loopback (it is {self.listen.host}); take the lever out of their levers")
+        return self
 
     @model_validator(mode="after")
     def _objectives_are_buckets(self) -> OpsConfig:
@@ -444,11 +490,24 @@ class OpsConfig(_Strict):
             raise ValueError(f"profile {name!r} not in ops config; have {sorted(self.profiles)}") from None
 
 
-def parse(path: Path) -> OpsConfig:
-    return OpsConfig.model_validate(yaml.safe_load(path.read_text()))
+def parse(path: Path, env: Mapping[str, str] | None = None) -> OpsConfig:
+    """The ops config at path, with the targets the environment overrides (os.environ by default)."""
+    return _parse(path, tuple(sorted(targets.overrides(os.environ if env is None else env).items())))
 
 
-@functools.cache
+def _parse(path: Path, set_by_env: tuple[tuple[str, str], ...]) -> OpsConfig:
+    data = yaml.safe_load(path.read_text())
+    if set_by_env:
+        data["targets"] = {**data.get("targets", {}), **dict(set_by_env)}
+    return OpsConfig.model_validate(data)
+
+
 def load() -> OpsConfig:
-    """The project's ops config ($SERVEOPS_CONFIG when set), parsed once per process."""
-    return parse(Path(os.environ.get(OPS_PATH_ENV) or OPS_PATH))
+    """The project's ops config ($SERVEOPS_CONFIG when set), parsed once per process and per set of
+    target overrides in the environment (a changed SERVEOPS_*_URL is never served a stale config)."""
+    overrides = tuple(sorted(targets.overrides(os.environ).items()))
+    return _cached(Path(os.environ.get(OPS_PATH_ENV) or OPS_PATH), overrides)
+
+
+_cached = functools.cache(_parse)
+load.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]

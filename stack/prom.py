@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from stack import targets
 from stack.config import OpsConfig
 from stack.polling import eventually
 
@@ -21,7 +22,8 @@ from stack.polling import eventually
 
 def api(ops: OpsConfig, path: str, **params: str) -> Any:
     """The `data` of a Prometheus HTTP API answer, e.g. api(ops, "/api/v1/query", query="up")."""
-    r = httpx.get(f"{ops.listen.url(ops.listen.prometheus_port)}{path}", params=params, timeout=30)
+    r = httpx.get(f"{ops.targets.prometheus_url}{path}", params=params, headers=targets.headers("prometheus"),
+                  timeout=30)
     r.raise_for_status()
     return r.json()["data"]
 
@@ -33,7 +35,7 @@ def firing_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
 
 def alertmanager_alerts(ops: OpsConfig) -> list[dict[str, Any]]:
     """Alerts Alertmanager holds as active: what would page, silenced and inhibited ones left out."""
-    r = httpx.get(f"{ops.listen.url(ops.listen.alertmanager_port)}/api/v2/alerts",
+    r = httpx.get(f"{ops.targets.alertmanager_url}/api/v2/alerts", headers=targets.headers("alertmanager"),
                   params={"active": "true", "silenced": "false", "inhibited": "false"}, timeout=10)
     r.raise_for_status()
     return r.json()

@@ -21,9 +21,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the clean-load checks and the scorecard's soak first, before any test injects a fault or a
     5xx; the bench's smoke set after the other live tests, on a stack no fault has touched (it
     restarts nothing); then the chaos experiments: they kill, stop and redeploy replicas (sort is
-    stable, so their order holds); then the scorecard from the soak and the chaos reports."""
+    stable, so their order holds); then the scorecard from the soak and the chaos reports; last, the
+    stack on a test host, which takes the loopback stack down (one stack at a time)."""
     phases = {"test_clean_load": 0, "live.test_scorecard_soak": 0, "live.test_bench": 1.5,
-              "live.test_chaos": 2, "live.test_scorecard": 2.5}
+              "live.test_chaos": 2, "live.test_scorecard": 2.5, "live.test_remote_target": 3}
 
     def phase(item: pytest.Item) -> float:
         name = item.module.__name__
@@ -44,11 +45,18 @@ def session_reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def live_stack(ops: OpsConfig) -> Iterator[OpsConfig]:
+def stack_state() -> dict[str, bool]:
+    """started_here: this session started the loopback stack (and takes it down at the end)."""
+    return {"started_here": False}
+
+
+@pytest.fixture(scope="session")
+def live_stack(ops: OpsConfig, stack_state: dict[str, bool]) -> Iterator[OpsConfig]:
     if models(ops):
         yield ops
         return
     assert cluster.up(ops, select(), timeout_s=900) == 0, "make up failed"
+    stack_state["started_here"] = True
     yield ops
     assert cluster.down(ops) == 0
     assert ray_head.leftover_processes() == [], "make down left processes behind"

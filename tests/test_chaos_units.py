@@ -115,7 +115,10 @@ def test_timings_differ_by_mode() -> None:
 
 def with_listen(**changes: object) -> OpsConfig:
     ops = load()
-    return OpsConfig.model_validate({**ops.model_dump(), "listen": {**ops.listen.model_dump(), **changes}})
+    targets = {**ops.targets.model_dump(), **dict.fromkeys(
+        ("serve_url", "prometheus_url", "alertmanager_url", "ray_dashboard_url"), "local")}
+    return OpsConfig.model_validate({**ops.model_dump(), "listen": {**ops.listen.model_dump(), **changes},
+                                     "targets": targets})
 
 
 def test_safety_refuses_a_remote_stack(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -202,11 +202,13 @@ def test_targeted_mitigations_ask_for_their_target() -> None:
                 assert '"${APP:?' in step.code and '"${DEPLOYMENT:?' in step.code, f"{book.name}: {step.name}"
 
 
-def test_kubernetes_steps_use_the_serveops_namespace() -> None:
+def test_kubernetes_steps_use_the_targets_namespace() -> None:
+    """Every kubectl names the namespace the targets give (K8S_NAMESPACE, serveops by default), never
+    kubectl's current one."""
     for book in books():
         for step in book.steps:
             for line in re.findall(r"\bkubectl [^\n]*", step.code):
-                assert "-n serveops" in line, f"{book.name} {step.name}: {line}"
+                assert '-n "$K8S_NAMESPACE"' in line, f"{book.name} {step.name}: {line}"
             if "kubectl" in step.code:
                 assert step.kubernetes, f"{book.name}: {step.name} uses kubectl but is a {step.kind} step"
 

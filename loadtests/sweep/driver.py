@@ -16,6 +16,7 @@ import httpx
 
 from loadtests.sweep.families import Family
 from loadtests.sweep.plan import Plan, arrivals
+from stack import targets
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ async def send(client: httpx.AsyncClient, family: Family, i: int, clock) -> _Ans
 def client(base_url: str, plan: Plan) -> httpx.AsyncClient:
     """Room for every request the cap allows; the drain, not a client timeout, ends a stuck request."""
     limits = httpx.Limits(max_connections=plan.max_in_flight, max_keepalive_connections=plan.max_in_flight)
-    return httpx.AsyncClient(base_url=base_url, limits=limits,
+    return httpx.AsyncClient(base_url=base_url, limits=limits, headers=targets.headers("serve"),
                              timeout=httpx.Timeout(plan.step_s + plan.drain_timeout_s + 30))
 
 

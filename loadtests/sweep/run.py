@@ -22,7 +22,7 @@ from loadtests.sweep.families import Family, build
 from loadtests.sweep.plan import Plan, PlanError, resolve
 from loadtests.sweep.server import prometheus
 from loadtests.sweep.sweep import FamilyResult, sweep_family
-from stack import ROOT
+from stack import ROOT, targets
 from stack.config import OpsConfig
 from stack.polling import eventually
 from stack.profile import select
@@ -41,7 +41,7 @@ def model_id(ops: OpsConfig, env: Mapping[str, str] = os.environ) -> str:
 def warm_up(base_url: str, family: Family) -> None:
     """One request before the sweep: a cold replica or model shows up here, not as the first rate's tail."""
     start = time.perf_counter()
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+    with httpx.Client(base_url=base_url, headers=targets.headers("serve"), timeout=60) as client:
 
         def answered() -> bool:
             try:
@@ -76,7 +76,7 @@ def main(ops: OpsConfig, ensure_up: Callable[[], object]) -> int:
         return 2
     ensure_up()
     model, out = model_id(ops), report_dir()
-    base_url, warn = ops.listen.serve_url, ops.loadtest.locust_cpu_warn_percent
+    base_url, warn = ops.targets.serve_url, ops.loadtest.locust_cpu_warn_percent
     print(describe(plan))
     results: list[FamilyResult] = []
     for name in plan.families:

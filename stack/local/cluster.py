@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from stack import ROOT, levers, prom, serve_config
+import httpx
+
+from stack import ROOT, levers, prom, serve_config, targets
 from stack.config import Cluster, OpsConfig, load
 from stack.local import (
     daemons,
@@ -138,12 +140,26 @@ def down(ops: OpsConfig) -> int:
 
 
 def status(ops: OpsConfig) -> int:
-    listen = ops.listen
-    if not ray_head.is_running(listen):
-        print(f"no Ray head at {listen.gcs_address}; start with `make up`")
-        return 1
-    subprocess.run([str(ray_head.BIN / "ray"), "status", f"--address={listen.gcs_address}"])
-    rows = serve_deploy.states(serve_deploy.details(listen.dashboard_url))
+    listen, t = ops.listen, ops.targets
+    local = not targets.remote(ops)
+    print(f"targets: Serve {t.serve_url}, Ray dashboard {t.ray_dashboard_url}, "
+          f"Prometheus {t.prometheus_url}, Alertmanager {t.alertmanager_url}"
+          + ("" if local else " (not the local stack)"))
+    if local:
+        if not ray_head.is_running(listen):
+            print(f"no Ray head at {listen.gcs_address}; start with `make up`")
+            return 1
+        subprocess.run([str(ray_head.BIN / "ray"), "status", f"--address={listen.gcs_address}"])
+    else:  # `ray status` needs the GCS, which a cluster does not expose: the dashboard lists the nodes
+        try:
+            nodes = ray_head.alive_nodes(t.ray_dashboard_url)
+        except httpx.HTTPError as err:
+            print(f"Ray dashboard at {t.ray_dashboard_url}: not answering ({err})")
+            return 1
+        cpus = sum((n.get("resources_total") or {}).get("CPU", 0) for n in nodes)
+        gpus = sum((n.get("resources_total") or {}).get("GPU", 0) for n in nodes)
+        print(f"Ray nodes alive: {len(nodes)} ({cpus:g} CPU, {gpus:g} GPU)")
+    rows = serve_deploy.states(serve_deploy.details(t.ray_dashboard_url))
     if not rows:
         print("Serve: no applications")
         return 1
@@ -157,8 +173,9 @@ def status(ops: OpsConfig) -> int:
     except Exception as err:  # Prometheus down is itself worth saying, not a crash
         print(f"Prometheus: not answering ({err})")
         return 1
-    print(f"instrumentation: {instrumentation.running_mode()}")
-    print(f"levers: {instrumentation.running_levers()}")
+    if local:  # read from this checkout's .run/, which says nothing about another cluster
+        print(f"instrumentation: {instrumentation.running_mode()}")
+        print(f"levers: {instrumentation.running_levers()}")
     print(f"firing alerts: {len(firing) or 'none'}")
     for alert in firing:
         labels = alert["labels"]

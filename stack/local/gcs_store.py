@@ -13,10 +13,13 @@ from stack.config import OpsConfig
 from stack.local import daemons
 
 NAMESPACE = "serveops"  # RAY_external_storage_namespace: one cluster's keys in the shared Redis
+# Only the GCS on this machine talks to it: loopback whatever listen.host is, where protected mode
+# lets it in without a password (on another address Redis refuses every client).
+HOST = "127.0.0.1"
 
 
 def address(ops: OpsConfig) -> str:
-    return f"{ops.listen.host}:{ops.listen.redis_port}"
+    return f"{HOST}:{ops.listen.redis_port}"
 
 
 def ray_env(ops: OpsConfig) -> dict[str, str]:
@@ -24,7 +27,7 @@ def ray_env(ops: OpsConfig) -> dict[str, str]:
 
 
 def start(ops: OpsConfig, timeout_s: float = 20) -> None:
-    daemons.start("redis", ["redis-server", "--bind", ops.listen.host, "--port", str(ops.listen.redis_port),
+    daemons.start("redis", ["redis-server", "--bind", HOST, "--port", str(ops.listen.redis_port),
                             "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
     deadline = time.monotonic() + timeout_s
     while cli(ops, "ping") != "PONG":
@@ -35,6 +38,6 @@ def start(ops: OpsConfig, timeout_s: float = 20) -> None:
 
 
 def cli(ops: OpsConfig, *args: str) -> str:
-    done = subprocess.run(["redis-cli", "-h", ops.listen.host, "-p", str(ops.listen.redis_port), *args],
+    done = subprocess.run(["redis-cli", "-h", HOST, "-p", str(ops.listen.redis_port), *args],
                           capture_output=True, text=True, timeout=5)
     return done.stdout.strip()

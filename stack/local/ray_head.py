@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from stack import levers
+from stack import levers, targets
 from stack.config import Cluster, Listen, OpsConfig
 from stack.local import daemons, gcs_store, instrumentation
 from stack.serving.observability import switch
@@ -138,9 +138,10 @@ def local_pid(pattern: str) -> int | None:
     return max((pid for pid, cmd in cmdlines() if pattern in cmd), default=None)
 
 
-def alive_nodes(listen: Listen) -> list[dict]:
+def alive_nodes(dashboard_url: str) -> list[dict]:
     """The nodes the GCS lists as ALIVE, with their resources (the dashboard's state API)."""
-    r = httpx.get(f"{listen.dashboard_url}/api/v0/nodes", params={"detail": "1", "limit": "100"}, timeout=10)
+    r = httpx.get(f"{dashboard_url}/api/v0/nodes", params={"detail": "1", "limit": "100"},
+                  headers=targets.headers("ray_dashboard"), timeout=10)
     r.raise_for_status()
     return [n for n in r.json()["data"]["result"]["result"] if n.get("state") == "ALIVE"]
 

@@ -13,38 +13,20 @@ import subprocess
 import time
 
 from stack.config import OpsConfig
-from stack.local import ray_head
+from stack.local import netns, ray_head
 
-NETNS = "serveops-n2"
-HOST_IF, NODE_IF = "serveops-h", "serveops-n"  # the veth pair's two ends
-HOST_IP, NODE_IP, PREFIX = "10.77.0.1", "10.77.0.2", 30
+LINK = netns.Link("serveops-n2", host_if="serveops-h", ns_if="serveops-n", host_ip="10.77.0.1",
+                  ns_ip="10.77.0.2")
+NETNS, HOST_IF, HOST_IP, NODE_IP = LINK.netns, LINK.host_if, LINK.host_ip, LINK.ns_ip
 NODE_IP_REGEX = r"10\.77\.0\.\d+"  # Prometheus keeps these targets as they are (see monitoring.py)
 
 
-def _ip(*args: str, netns: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = ["ip", "netns", "exec", NETNS, "ip", *args] if netns else ["ip", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
 def exists() -> bool:
-    return NETNS in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-
-
-def create_link() -> None:
-    subprocess.run(["ip", "netns", "add", NETNS], check=True)
-    _ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NODE_IF)
-    _ip("link", "set", NODE_IF, "netns", NETNS)
-    _ip("addr", "add", f"{HOST_IP}/{PREFIX}", "dev", HOST_IF)
-    _ip("link", "set", HOST_IF, "up")
-    _ip("link", "set", "lo", "up", netns=True)
-    _ip("addr", "add", f"{NODE_IP}/{PREFIX}", "dev", NODE_IF, netns=True)
-    _ip("link", "set", NODE_IF, "up", netns=True)
-    # The head advertises the host's address; the host answers it on the veth too.
-    _ip("route", "add", "default", "via", HOST_IP, netns=True)
+    return netns.exists(LINK)
 
 
 def start_command(ops: OpsConfig, num_cpus: int) -> list[str]:
-    return ["ip", "netns", "exec", NETNS, str(ray_head.BIN / "ray"), "start",
+    return [*LINK.exec_prefix(), str(ray_head.BIN / "ray"), "start",
             f"--address={HOST_IP}:{ops.listen.gcs_port}", f"--node-ip-address={NODE_IP}",
             f"--num-cpus={num_cpus}", f"--metrics-export-port={ops.listen.metrics_port}",
             "--disable-usage-stats"]
@@ -52,7 +34,7 @@ def start_command(ops: OpsConfig, num_cpus: int) -> list[str]:
 
 def start(ops: OpsConfig, num_cpus: int, env: dict[str, str], log_path: str) -> None:
     if not exists():
-        create_link()
+        netns.create(LINK)
     with open(log_path, "w") as log:
         done = subprocess.run(start_command(ops, num_cpus), env=env, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -63,7 +45,7 @@ def alive_nodes(ops: OpsConfig, wait_for: int = 2, timeout_s: float = 60) -> int
     """Nodes the GCS lists as alive, once there are wait_for of them (or at the deadline)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        alive = len(ray_head.alive_nodes(ops.listen))
+        alive = len(ray_head.alive_nodes(ops.listen.dashboard_url))
         if alive >= wait_for or time.monotonic() >= deadline:
             return alive
         time.sleep(2)
@@ -72,22 +54,19 @@ def alive_nodes(ops: OpsConfig, wait_for: int = 2, timeout_s: float = 60) -> int
 def stop_processes() -> int:
     """Kill the processes inside the namespace (the second node's raylet and workers) and only those:
     `ray stop` would match the head's processes too, which share this process namespace."""
-    pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", NETNS], capture_output=True,
-                                           text=True).stdout.split()]
-    for pid in pids:
+    found = netns.pids(LINK)
+    for pid in found:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return len(pids)
+    return len(found)
 
 
 def set_link(up: bool) -> None:
     """Cut (or restore) the link between the head and the second node."""
-    _ip("link", "set", HOST_IF, "up" if up else "down")
+    netns.set_up(LINK, up)
 
 
 def remove() -> None:
-    if exists():
-        subprocess.run(["ip", "netns", "delete", NETNS], check=False)
-    _ip("link", "delete", HOST_IF, check=False)  # gone with the namespace, unless it was left behind
+    netns.remove(LINK)

@@ -8,6 +8,8 @@ from typing import Any
 
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
+from stack import targets
+
 FAILED_APP_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
 
 
@@ -23,7 +25,7 @@ class DeploymentState:
 
 
 def client(dashboard_url: str) -> ServeSubmissionClient:
-    return ServeSubmissionClient(dashboard_url)
+    return ServeSubmissionClient(dashboard_url, headers=targets.headers("ray_dashboard"))
 
 
 def deploy(dashboard_url: str, config: dict[str, Any], timeout_s: float = 90) -> None:

@@ -42,6 +42,8 @@ from stack import prom
 from stack.artifacts import RULES_FILE
 from stack.config import OpsConfig, load
 from stack.since import parse_since
+from stack.targets import headers as target_headers
+from stack.targets import refuse_remote, remote
 from stack.tools.promql import NOISE_LABELS, show
 
 RAY_LOGS = Path("/tmp/ray/session_latest/logs")
@@ -87,7 +89,7 @@ def alerts(ops: OpsConfig) -> int:
 
 def replicas(ops: OpsConfig, app: str | None) -> int:
     found = 0
-    apps = _serve().details(ops.listen.dashboard_url).get("applications") or {}
+    apps = _serve().details(ops.targets.ray_dashboard_url).get("applications") or {}
     for app_name, app_info in sorted(apps.items()):
         if app and app_name != app:
             continue
@@ -166,7 +168,8 @@ def _kill_actor(ops: OpsConfig, actor_name: str) -> None:
 
 def replace_replica(ops: OpsConfig, app: str, deployment: str, replica_id: str, wait_s: float = 180,
                     poll_s: float = 2) -> int:
-    dep, replicas = _replicas_of(_serve().details(ops.listen.dashboard_url), app, deployment)
+    refuse_remote(ops, "replace-replica")
+    dep, replicas = _replicas_of(_serve().details(ops.targets.ray_dashboard_url), app, deployment)
     replica = next((r for r in replicas if r.get("replica_id") == replica_id), None)
     if replica is None:
         have = ", ".join(sorted(str(r.get("replica_id")) for r in replicas)) or "none"
@@ -183,7 +186,7 @@ def replace_replica(ops: OpsConfig, app: str, deployment: str, replica_id: str, 
         return 0
     deadline = time.monotonic() + wait_s
     while True:
-        dep, replicas = _replicas_of(_serve().details(ops.listen.dashboard_url), app, deployment)
+        dep, replicas = _replicas_of(_serve().details(ops.targets.ray_dashboard_url), app, deployment)
         ids = {r.get("replica_id") for r in replicas}
         running = sum(r.get("state") == "RUNNING" for r in replicas)
         target = int(dep.get("target_num_replicas") or 0)
@@ -227,7 +230,7 @@ def _options(deployment_config: dict[str, Any]) -> str:
 
 
 def deployments(ops: OpsConfig, app: str | None, config: bool = False) -> int:
-    apps = _serve().details(ops.listen.dashboard_url).get("applications") or {}
+    apps = _serve().details(ops.targets.ray_dashboard_url).get("applications") or {}
     bad: list[str] = []
     for app_name, app_info in sorted(apps.items()):
         if app and app_name != app:
@@ -276,7 +279,8 @@ def _death_times(dashboard_url: str) -> dict[str, float]:
         headers = get_auth_headers_if_auth_enabled({})
     except ImportError:
         headers = {}
-    r = httpx.get(f"{dashboard_url}/logical/actors", headers=headers, timeout=30)
+    r = httpx.get(f"{dashboard_url}/logical/actors", headers={**headers, **target_headers("ray_dashboard")},
+                  timeout=30)
     r.raise_for_status()
     actors = (r.json().get("data") or {}).get("actors") or {}
     return {actor_id: int(a["endTime"]) / 1000 for actor_id, a in actors.items()
@@ -299,11 +303,11 @@ def _fresh_deaths(dashboard_url: str, dead: list[Any], since: float) -> tuple[li
 def deaths(ops: OpsConfig, last: int, since: float | None = None) -> int:
     from ray.util.state import list_actors  # slow to import; only this subcommand needs it
 
-    dead = list_actors(address=ops.listen.dashboard_url, filters=[("state", "=", "DEAD")], detail=True,
+    dead = list_actors(address=ops.targets.ray_dashboard_url, filters=[("state", "=", "DEAD")], detail=True,
                        limit=10_000, raise_on_missing_output=False)
     older = unknown = 0
     if since is not None:
-        dead, older, unknown = _fresh_deaths(ops.listen.dashboard_url, dead, since)
+        dead, older, unknown = _fresh_deaths(ops.targets.ray_dashboard_url, dead, since)
     kinds = [_death_kind(a.death_cause or {}) for a in dead]
     # Replicas Serve stopped on purpose first, memory kills last: --last N shows the telling ones.
     order = {"stopped": 0, "crashed": 1, "memory": 2}
@@ -415,6 +419,7 @@ def _value(raw: str) -> Any:
 
 
 def tune(ops: OpsConfig, app: str, deployment: str, settings: list[str]) -> int:
+    refuse_remote(ops, "tune")
     options = {}
     for item in settings:
         key, sep, raw = item.partition("=")
@@ -429,6 +434,7 @@ def tune(ops: OpsConfig, app: str, deployment: str, settings: list[str]) -> int:
 
 
 def rollback(ops: OpsConfig) -> int:
+    refuse_remote(ops, "rollback")
     print(f"rolling back to {_rollout().LAST_GOOD}")
     _rollout().rollback(ops)
     print("done: every application RUNNING")
@@ -492,6 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "deaths":
         return deaths(ops, args.last, args.since)
     if args.command == "logs":
+        if "ray_dashboard" in remote(ops):  # this machine's Ray logs say nothing about that cluster
+            print(f"not searched: Ray's logs are on the nodes of {ops.targets.ray_dashboard_url}, not "
+                  f"under {RAY_LOGS} here; the runbook's k8s- steps read the pods' logs")
+            print("found: nothing searched")
+            return 0
         return logs(args.regex, args.last, args.since)
     if args.command == "tune":
         return tune(ops, args.app, args.deployment, args.settings)

@@ -291,7 +291,8 @@ def evaluate(ctx: Context) -> list[Result]:
 
 def _cluster(ops: OpsConfig) -> dict[str, float] | None:
     try:
-        alive = [n.get("resources_total") or {} for n in ray_head.alive_nodes(ops.listen)]
+        nodes = ray_head.alive_nodes(ops.targets.ray_dashboard_url)
+        alive = [n.get("resources_total") or {} for n in nodes]
     except (httpx.HTTPError, ValueError, KeyError):
         return None
     return {k: sum(float(n.get(k, 0)) for n in alive) for k in ("CPU", "GPU", "memory")}
@@ -329,13 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ops, profile = load(), select()
     live = gather(ops)
-    listen = ops.listen
+    t = ops.targets
     print(f"preflight: profile {profile}, ops config {os.environ.get(OPS_PATH_ENV) or OPS_PATH}")
     cluster = (", ".join(f"{k} {_amount(k, v)}" for k, v in live.cluster.items()) if live.cluster is not None
                else "not reachable")
     rules = f"{len(live.alert_rules)} alerts loaded" if live.alert_rules is not None else "not reachable"
-    print(f"live: Ray cluster at {listen.dashboard_url}: {cluster}; "
-          f"Prometheus at {listen.url(listen.prometheus_port)}: {rules}")
+    print(f"live: Ray cluster at {t.ray_dashboard_url}: {cluster}; Prometheus at {t.prometheus_url}: {rules}")
     results = evaluate(Context(ops, profile, live, args.rules, args.last_good))
     for r in results:
         print(f"{r.status:<4}  {r.item}\n      {r.reason}")

@@ -17,7 +17,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-URL_ENV = "SERVEOPS_PROMETHEUS_URL"
+from stack import targets  # standard library only
+
+URL_ENV = targets.URL_ENV["prometheus"]
 # Labels every Ray series carries; they say nothing about the cause.
 NOISE_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "instance", "job",
                 "otel_scope_name", "otel_scope_schema_url", "otel_scope_version", "ray_io_cluster"}
@@ -31,8 +33,9 @@ class QueryError(RuntimeError):
 
 def query(base_url: str, expr: str, timeout_s: float = 30) -> list[dict[str, Any]]:
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    request = urllib.request.Request(url, headers=targets.headers("prometheus"))
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             return json.load(answer)["data"]["result"]
     except urllib.error.HTTPError as err:  # Prometheus says why it refused (e.g. a parse error)
         try:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if url and len(args) == 2 and args[0] == "promql" and not args[1].startswith("-"):
         try:
             show(args[1], query(url, args[1]))
-        except QueryError as err:
+        except (QueryError, targets.TargetError) as err:
             print(f"serveops promql: {err}", file=sys.stderr)
             return 1
         return 0

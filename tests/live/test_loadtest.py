@@ -67,3 +67,23 @@ def test_an_impossible_slo_fails_the_gate_and_is_named(live_stack: OpsConfig, tm
     assert "SLO gate FAILED: embed latency" in result.stdout
     gate = json.loads((tmp_path / "report" / "summary.json").read_text())["slo_gate"]
     assert gate["passed"] is False
+
+
+def test_two_workers_share_the_load_and_feed_one_report(live_stack: OpsConfig, tmp_path: Path) -> None:
+    """WORKERS=2: a locust master and two workers; their samples merge into the one report and gate."""
+    result = loadtest(tmp_path, WORKERS="2", DURATION="20", WEIGHTS="embed=1,predict=1")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert result.returncode == (0 if summary["slo_gate"]["passed"] else 1), result.stdout + result.stderr
+    for name in ("locust.html", "locust_stats.csv", "summary.txt", "locust-worker-0.log",
+                 "locust-worker-1.log"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert summary["settings"]["workers"] == 2
+    assert set(summary["load_generator"]["workers"]) == {"0", "1"}
+    record = json.loads((tmp_path / "samples.json").read_text())
+    assert [w["index"] for w in record["workers"]] == [0, 1]
+    assert all(w["samples"] > 0 for w in record["workers"]), record["workers"]
+    assert len(record["samples"]) == sum(w["samples"] for w in record["workers"])
+    for e in (routes.ENTRIES["embed"], routes.ENTRIES["predict"]):
+        assert summary["routes"][e.name]["requests"] > 0, e.name
+    assert "2 locust workers" in result.stdout
+    assert ("SLO gate passed" if summary["slo_gate"]["passed"] else "SLO gate FAILED") in result.stdout
