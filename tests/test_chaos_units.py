@@ -117,8 +117,10 @@ def with_listen(**changes: object) -> OpsConfig:
     ops = load()
     targets = {**ops.targets.model_dump(), **dict.fromkeys(
         ("serve_url", "prometheus_url", "alertmanager_url", "ray_dashboard_url"), "local")}
-    return OpsConfig.model_validate({**ops.model_dump(), "listen": {**ops.listen.model_dump(), **changes},
-                                     "targets": targets})
+    data = {**ops.model_dump(), "listen": {**ops.listen.model_dump(), **changes}, "targets": targets}
+    for profile in data["profiles"].values():  # the HAProxy lever needs a loopback host (stack/config.py)
+        profile["cluster"]["levers"] = [n for n in profile["cluster"]["levers"] if n != "haproxy_ingress"]
+    return OpsConfig.model_validate(data)
 
 
 def test_safety_refuses_a_remote_stack(monkeypatch: pytest.MonkeyPatch) -> None:
