@@ -3,46 +3,32 @@ named, and none of the ops config's imports."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from stack import ROOT
 from stack.tools import cli, promql
+from tests.fake_http import serve
 
 SERIES = [{"metric": {"application": "embed", "deployment": "Embedder", "SessionName": "s1", "job": "ray"},
            "value": [0, "3"]}]
 
 
-class Prometheus(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        expr = parse_qs(urlparse(self.path).query)["query"][0]
-        if expr == "bad(":
-            code, body = 400, {"status": "error", "error": "parse error: unclosed left parenthesis"}
-        else:
-            code, body = 200, {"status": "success", "data": {"resultType": "vector",
-                                                              "result": SERIES if expr == "up" else []}}
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps(body).encode())
-
-    def log_message(self, *args: object) -> None:
-        pass
+def answer(query: dict[str, list[str]]) -> tuple[int, dict]:
+    expr = query["query"][0]
+    if expr == "bad(":
+        return 400, {"status": "error", "error": "parse error: unclosed left parenthesis"}
+    found = SERIES if expr == "up" else []
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": found}}
 
 
 @pytest.fixture
 def prometheus() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), Prometheus)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve({"/api/v1/query": answer}) as service:
+        yield service.url
 
 
 def test_the_fast_path_prints_what_the_cli_prints(prometheus: str, monkeypatch: pytest.MonkeyPatch,
