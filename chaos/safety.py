@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from stack import targets
@@ -13,19 +12,12 @@ from stack.local.ray_head import local_pid
 FORCE_ENV = "CHAOS_FORCE"
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def check(ops: OpsConfig) -> None:
     """Raise SystemExit unless the stack is ours: loopback listeners, a GCS on this machine, our deploy."""
     # Its evidence comes from the targets: one pointed at another cluster would judge the wrong stack.
     targets.refuse_remote(ops, "chaos")
     forced = os.environ.get(FORCE_ENV) == "1"
-    if not is_loopback(ops.listen.host) and not forced:
+    if not targets.loopback(ops.listen.host) and not forced:
         raise SystemExit(f"chaos refuses a non-loopback stack ({ops.listen.host}); "
                          f"set {FORCE_ENV}=1 to force")
     if local_pid(f"--gcs_server_port={ops.listen.gcs_port}") is None:

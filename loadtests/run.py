@@ -107,7 +107,7 @@ def main() -> int:
         return sweep.main(ops, lambda: ensure_up(ops))
     model = ensure_up(ops)[0]
     out = report_dir()
-    print(f"target    Serve at {ops.targets.serve_url}, Prometheus at {ops.targets.prometheus_url}")
+    print(f"targets   {targets.describe(ops)}")
     print(describe(settings))
     warm_up(ops, settings, model)
     try:

@@ -185,10 +185,7 @@ def main() -> int:
         print(f"# evidence since {datetime.fromtimestamp(since).isoformat(sep=' ', timespec='seconds')}: "
               "older logs, dead actors and samples are left out")
     ops = load_ops()
-    t = ops.targets
-    print(f"# targets: Prometheus {t.prometheus_url}, Ray dashboard {t.ray_dashboard_url}, "
-          f"Alertmanager {t.alertmanager_url}" + (f", Kubernetes context {t.kube_context}/{t.kube_namespace}"
-                                                   if t.kube_context else ""))
+    print(f"# targets: {targets.describe(ops)}")
     results = execute(book, ops, confirm, only, since=since)
     failed = [r.step.name for r in results if r.ran and r.exit_code != 0]
     ran = sum(r.ran for r in results)

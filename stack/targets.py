@@ -64,6 +64,7 @@ def local_urls(listen: Listen) -> dict[Kind, str]:
 
 
 def loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -86,6 +87,16 @@ def remote(ops: OpsConfig) -> dict[Kind, str]:
     """The targets that are not the local stack."""
     local = local_urls(ops.listen)
     return {k: url_of(ops, k) for k in KINDS if not is_local(url_of(ops, k), local[k])}
+
+
+def describe(ops: OpsConfig) -> str:
+    """One line naming every target, for the output of each tool that reads them."""
+    t = ops.targets
+    line = (f"Serve {t.serve_url}, Ray dashboard {t.ray_dashboard_url}, Prometheus {t.prometheus_url}, "
+            f"Alertmanager {t.alertmanager_url}")
+    if t.kube_context:
+        line += f", Kubernetes {t.kube_context}/{t.kube_namespace}"
+    return line + ("" if not remote(ops) else " (not the local stack)")
 
 
 def refuse_remote(ops: OpsConfig, action: str) -> None:

@@ -9,6 +9,7 @@ import yaml
 from chaos import actions, experiment, probes, safety
 from chaos.context import Context
 from runbooks import book
+from stack import targets
 from stack.config import OpsConfig, load
 from stack.local.serve_deploy import DeploymentState
 
@@ -137,8 +138,8 @@ def test_safety_refuses_when_no_local_gcs() -> None:
 
 
 def test_loopback_addresses() -> None:
-    assert safety.is_loopback("127.0.0.1") and safety.is_loopback("::1") and safety.is_loopback("localhost")
-    assert not safety.is_loopback("0.0.0.0") and not safety.is_loopback("192.0.2.2")
+    assert targets.loopback("127.0.0.1") and targets.loopback("::1") and targets.loopback("localhost")
+    assert not targets.loopback("0.0.0.0") and not targets.loopback("192.0.2.2")
 
 
 

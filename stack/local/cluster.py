@@ -142,9 +142,7 @@ def down(ops: OpsConfig) -> int:
 def status(ops: OpsConfig) -> int:
     listen, t = ops.listen, ops.targets
     local = not targets.remote(ops)
-    print(f"targets: Serve {t.serve_url}, Ray dashboard {t.ray_dashboard_url}, "
-          f"Prometheus {t.prometheus_url}, Alertmanager {t.alertmanager_url}"
-          + ("" if local else " (not the local stack)"))
+    print(f"targets: {targets.describe(ops)}")
     if local:
         if not ray_head.is_running(listen):
             print(f"no Ray head at {listen.gcs_address}; start with `make up`")

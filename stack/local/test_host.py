@@ -53,12 +53,12 @@ def env() -> dict[str, str]:
     return {targets.URL_ENV[kind]: url for kind, url in local.items()}
 
 
-def _cluster(action: str, extra_env: dict[str, str] | None = None) -> int:
+def _cluster(action: str) -> int:
     # Without the namespace (removed by hand) `down` still stops the processes: they share this machine.
     inside = LINK.exec_prefix() if netns.exists(LINK) else []
     cmd = [*inside, sys.executable, "-m", "stack.local.cluster", action]
     clean = {k: v for k, v in os.environ.items() if k not in targets.URL_ENV.values()}
-    return subprocess.run(cmd, env={**clean, OPS_PATH_ENV: str(CONFIG), **(extra_env or {})}).returncode
+    return subprocess.run(cmd, env={**clean, OPS_PATH_ENV: str(CONFIG)}).returncode
 
 
 def up() -> int:

@@ -72,7 +72,7 @@ def test_make_runbook_diagnoses_the_test_host(remote_env: dict[str, str]) -> Non
     done = make("runbook", remote_env, NAME="ServeReplicaRestarts")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    assert f"# targets: Prometheus http://{ADDRESS}:" in out, out
+    assert f"# targets: Serve http://{ADDRESS}:" in out and f"Prometheus http://{ADDRESS}:" in out, out
     assert "found: " in out and "-> exit 0" in out, out  # its steps ran against the test host's Prometheus
 
 
@@ -81,6 +81,6 @@ def test_a_30s_make_loadtest_drives_the_test_host(remote_env: dict[str, str], tm
     out = done.stdout + done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert done.returncode == (0 if summary["slo_gate"]["passed"] else 1), out
-    assert f"Serve at http://{ADDRESS}:" in out, out
+    assert f"targets   Serve http://{ADDRESS}:" in out, out
     assert all(figures["requests"] > 0 for figures in summary["routes"].values()), summary["routes"]
     assert summary["replicas"], "no replica history from the test host's Prometheus"
