@@ -47,10 +47,19 @@ def parse_time(stamp: str) -> float:
     return datetime.fromisoformat(head + "+00:00").timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 
-def alert_for_s(ops: OpsConfig) -> dict[str, float]:
-    """Each loaded alerting rule's `for`, in seconds, as Prometheus runs it."""
-    return {rule["name"]: float(rule.get("duration", 0))
-            for group in api(ops, "/api/v1/rules", type="alert")["groups"] for rule in group["rules"]}
+def alerting_rules(ops: OpsConfig) -> list[dict[str, Any]]:
+    """The alerting rules Prometheus runs (name, labels, duration: the `for` in seconds, ...)."""
+    return [rule for group in api(ops, "/api/v1/rules", type="alert")["groups"] for rule in group["rules"]]
+
+
+def rule_for_s(rules: list[dict[str, Any]], alert: str, labels: dict[str, str]) -> float | None:
+    """The `for`, in seconds, of the rule an alert with these labels comes from. Several rules share a
+    name (the burn-rate pages: 2m on 1h/5m, 15m on 6h/30m, 1h on 1d/2h), told apart by their static
+    labels: a rule matches when it agrees on every label both have. Where still ambiguous, the longest
+    `for`, a bound that holds whichever fired; None where no rule matches."""
+    found = [float(r.get("duration", 0)) for r in rules if r["name"] == alert and all(
+        r.get("labels", {}).get(k, v) == v for k, v in labels.items())]
+    return max(found) if found else None
 
 
 # Ranges over a run: replicas per deployment and the alerts that fired.

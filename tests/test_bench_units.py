@@ -201,14 +201,19 @@ def test_streamed_baseline_and_ttft_at_concurrency_1() -> None:
 
 
 def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's settings as they are: the worker's binding is vLLM's doing, not an input (an explicit
+    VLLM_CPU_OMP_THREADS_BIND of the same cores made vLLM's own server answer in one burst)."""
     assert llm.thread_env({"OMP_NUM_THREADS": "1", "GOMP_CPU_AFFINITY": "0", "PATH": "/bin"}) == \
-        {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+        {"OMP_NUM_THREADS": "1"}
+    assert llm.thread_env({"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}) == \
+        {"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
     monkeypatch.setattr(llm, "local_pid", lambda pattern: None)
     with pytest.raises(RuntimeError, match="OMP_NUM_THREADS: no VLLM::Worker or VLLM::EngineCore"):
         llm.serve_engine_threads()
+    with pytest.raises(RuntimeError, match="no VLLM::Worker process of the Serve engine"):
+        llm.serve_worker_binding()
     for env, expected in (({"GOMP_CPU_AFFINITY": "0"}, None),
-                          ({"OMP_NUM_THREADS": "2", "GOMP_CPU_AFFINITY": "0-1"},
-                           {"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"})):
+                          ({"OMP_NUM_THREADS": "1", "GOMP_CPU_AFFINITY": "0"}, {"OMP_NUM_THREADS": "1"})):
         engine = subprocess.Popen(["sleep", "30"], env=env)  # stands in for VLLM::Worker: a real environ
         try:
             monkeypatch.setattr(llm, "local_pid", lambda pattern, pid=engine.pid: pid)
@@ -220,6 +225,39 @@ def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPat
         finally:
             engine.kill()
             engine.wait()
+
+
+def test_a_worker_binding_is_its_cores_and_its_openmp_binding() -> None:
+    """What standalone compares: a worker on other cores, or bound by another OpenMP setting, differs."""
+    def binding(cores: str, env: dict[str, str]) -> dict[str, Any]:
+        proc = subprocess.Popen(["taskset", "-c", cores, "sleep", "30"], env=env)  # stands in for a worker
+        try:
+            time.sleep(0.2)  # taskset has exec'd sleep
+            return llm.worker_binding(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) == {"cores": [0], "GOMP_CPU_AFFINITY": "0"}
+    if len(os.sched_getaffinity(0)) > 1:
+        assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) != binding("1", {"GOMP_CPU_AFFINITY": "1"})
+    assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) != binding("0", {})
+
+
+def test_the_standalone_worker_is_found_by_its_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two engines run side by side during the LLM section: the standalone's worker is the one in its
+    session, not the Serve engine's."""
+    ours = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
+    other = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
+    try:
+        time.sleep(0.2)
+        assert llm.session_worker(ours.pid) == ours.pid
+        assert llm.session_worker(other.pid) == other.pid
+        assert llm.session_worker(os.getsid(0)) is None
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
 
 
 def test_standalone_runs_at_the_serve_engines_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -433,3 +471,19 @@ def test_a_baseline_that_did_not_stream_gives_no_ttft_figure_and_says_why() -> N
     got = llm.ttft_or_why_not(serve, burst, serve, burst)
     assert got["value"] is None and "did not stream" in got["error"] and got["vllm_median_tpot_ms"] == [0.003]
     assert llm.ttft_or_why_not(serve, streamed, serve, streamed)["value"] == 20.0
+
+
+def test_a_detection_bound_is_the_for_of_the_rule_the_alert_comes_from() -> None:
+    """Burn-rate pages share a name; the expected labels pick the rule (a run read the 1h page's bound
+    as the 1d ticket's 1h + ...: 10,810 s for a 2 m page)."""
+    def burn(duration: int, window: str, severity: str) -> dict[str, Any]:
+        return {"name": "ServeErrorBudgetBurn", "duration": duration,
+                "labels": {"long_window": window, "severity": severity}}
+
+    rules = [burn(120, "1h", "critical"), burn(900, "6h", "critical"), burn(3600, "1d", "warning"),
+             {"name": "ServeReplicaRestarts", "duration": 0, "labels": {"severity": "warning"}}]
+    assert prom.rule_for_s(rules, "ServeErrorBudgetBurn", {"slo": "embed", "long_window": "1h"}) == 120
+    assert prom.rule_for_s(rules, "ServeErrorBudgetBurn", {"long_window": "6h"}) == 900
+    assert prom.rule_for_s(rules, "ServeErrorBudgetBurn", {"slo": "embed"}) == 3600  # ambiguous: the longest
+    assert prom.rule_for_s(rules, "ServeReplicaRestarts", {"application": "embed"}) == 0
+    assert prom.rule_for_s(rules, "NoSuchAlert", {}) is None

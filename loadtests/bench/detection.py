@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chaos import experiment
+from chaos import engine, experiment
 from chaos import run as chaos_run
 from stack import prom
 from stack.config import BenchMode, OpsConfig
@@ -19,7 +19,7 @@ from stack.config import BenchMode, OpsConfig
 
 def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
     names = experiment.in_run_order() if mode.chaos == "all" else list(mode.chaos)
-    for_s = prom.alert_for_s(ops)
+    rules = prom.alerting_rules(ops)
     interval_s = ops.observability.scrape_interval_s + ops.observability.evaluation_interval_s
     alerts: dict[str, dict[str, Any]] = {}
     failed = []
@@ -27,13 +27,14 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
         result = chaos_run.one(name, short=True, reports=out)
         if not result.passed:
             failed.append(name)
-        for alert, detect in result.detect_s.items():
-            alertname = alert.split("{", 1)[0]
-            condition = result.condition_s.get(alert)
-            bound = for_s.get(alertname, 0.0) + interval_s
+        for expected in experiment.load(name).expect:
+            alert = engine.describe(expected)
+            detect, condition = result.detect_s.get(alert), result.condition_s.get(alert)
+            for_s = prom.rule_for_s(rules, expected.alert, expected.labels)
+            bound = (for_s or 0.0) + interval_s
             alerting = None if detect is None or condition is None else round(detect - condition, 1)
             alerts[alert] = {"experiment": name, "detect_s": detect, "condition_s": condition,
-                             "alerting_s": alerting, "for_s": for_s.get(alertname), "bound_s": bound,
+                             "alerting_s": alerting, "for_s": for_s, "bound_s": bound,
                              "within_bound": alerting is not None and alerting <= bound}
     return {"detection_latency_s": {
         "value": {a: v["detect_s"] for a, v in alerts.items()},

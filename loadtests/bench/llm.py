@@ -2,9 +2,10 @@
 
 Both are driven by vLLM's serving benchmark (`vllm bench serve`, random prompts, ignore_eos), in
 alternating runs while the other server idles (who goes first swaps each repeat). The standalone server
-gets the engine arguments of the ops config and the thread binding the Serve engine actually runs with
-(Ray sets OMP_NUM_THREADS from the placement-group bundle; vLLM pins those threads to cores); if that
-binding cannot be read the section fails rather than compare with an unpinned server. Throughput is
+gets the engine arguments of the ops config and the Serve engine's thread settings as its processes have
+them (Ray sets OMP_NUM_THREADS from the placement-group bundle; vLLM pins the worker's threads to cores),
+and its worker must land on the same cores as the Serve engine's; if either cannot be read or they
+differ, the section fails rather than compare with a server bound otherwise. Throughput is
 measured at bench.llm.concurrency; TTFT overhead at concurrency 1, so no queueing hides in it, and only
 against a baseline whose answers streamed token by token.
 """
@@ -28,10 +29,17 @@ import httpx
 from loadtests import vllm_bench
 from loadtests.bench import cpu, spread
 from stack.config import BenchLlm, BenchMode, LLMModel, OpsConfig
-from stack.local.ray_head import local_pid
+from stack.local.ray_head import cmdlines, local_pid
 from stack.serving.llm_app import resolve_source
 
-THREAD_ENV = ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY")
+# The Serve engine's thread settings, handed to the standalone server as they are, so vLLM binds both
+# engines' workers alike (VLLM_CPU_OMP_THREADS_BIND unset is vLLM's auto binding); `standalone` then
+# checks that the two workers landed on the same cores. Translating the Serve worker's cores into an
+# explicit VLLM_CPU_OMP_THREADS_BIND is not the same server: on the 2-core box (2026-12-03) vLLM's own
+# server with VLLM_CPU_OMP_THREADS_BIND=0 sent every answer in one burst at the end (p50 TTFT 225-237 ms,
+# 64 chunks within 0.01 ms) where with auto binding, the Serve engine's, it streamed (p50 TTFT 57.5 ms,
+# 2.9 ms between chunks), its worker pinned to core 0 both times.
+THREAD_ENV = ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
 ENGINE_PROCESSES = ("VLLM::Worker", "VLLM::EngineCore")
 # vllm bench's TPOT is (latency - TTFT) / (output tokens - 1): decode time per token when the answer
 # streams (milliseconds here). An answer sent in one burst has latency = TTFT, so TPOT near 0, and its
@@ -42,13 +50,17 @@ STREAMED_TPOT_FLOOR_MS = 0.1
 
 
 def thread_env(environ: dict[str, str]) -> dict[str, str]:
-    """The engine's thread settings as the standalone server's env: OMP_NUM_THREADS, and its pinned cores."""
-    env = {}
-    if "OMP_NUM_THREADS" in environ:
-        env["OMP_NUM_THREADS"] = environ["OMP_NUM_THREADS"]
-    if "GOMP_CPU_AFFINITY" in environ:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = environ["GOMP_CPU_AFFINITY"]  # vLLM CPU's own binding setting
-    return env
+    """The thread settings of an engine process's environment, as they are."""
+    return {k: environ[k] for k in THREAD_ENV if k in environ}
+
+
+def _environ(pid: int, what: str) -> dict[str, str]:
+    try:
+        items = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError as err:
+        raise RuntimeError(f"could not read the {what}'s thread environment: /proc/{pid}/environ: "
+                           f"{err}") from err
+    return dict(item.split("=", 1) for item in items if "=" in item)
 
 
 def _serve_engine() -> tuple[str, int]:
@@ -60,19 +72,37 @@ def _serve_engine() -> tuple[str, int]:
 
 
 def serve_engine_threads() -> dict[str, str]:
-    """thread_env of the Serve engine's worker; RuntimeError naming what could not be read, since an
-    unpinned standalone server would run on every core against the engine's few."""
+    """thread_env of the Serve engine's worker; RuntimeError naming what could not be read, since a
+    standalone server without it would run on every core against the engine's few."""
     name, pid = _serve_engine()
-    try:
-        items = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
-    except OSError as err:
-        raise RuntimeError(f"could not read the Serve vLLM engine's OMP_NUM_THREADS: /proc/{pid}/environ "
-                           f"of {name}: {err}") from err
-    env = thread_env(dict(item.split("=", 1) for item in items if item.split("=", 1)[0] in THREAD_ENV))
+    env = thread_env(_environ(pid, f"Serve vLLM engine ({name})"))
     if "OMP_NUM_THREADS" not in env:
         raise RuntimeError(f"could not read the Serve vLLM engine's OMP_NUM_THREADS: /proc/{pid}/environ of "
                            f"{name} has none; the standalone server would run unpinned")
     return env
+
+
+def worker_binding(pid: int) -> dict[str, Any]:
+    """Where a vLLM worker's threads run: its CPU affinity and the OpenMP binding vLLM gave it."""
+    return {"cores": sorted(os.sched_getaffinity(pid)),
+            "GOMP_CPU_AFFINITY": _environ(pid, "vLLM worker").get("GOMP_CPU_AFFINITY")}
+
+
+def serve_worker_binding() -> dict[str, Any]:
+    pid = local_pid(ENGINE_PROCESSES[0])
+    if pid is None:
+        raise RuntimeError(f"no {ENGINE_PROCESSES[0]} process of the Serve engine on this machine")
+    return worker_binding(pid)
+
+
+def session_worker(session: int) -> int | None:
+    """The vLLM worker process of a process session (the standalone server starts one of its own)."""
+    for pid, cmd in cmdlines():
+        if ENGINE_PROCESSES[0] in cmd:
+            with contextlib.suppress(OSError):
+                if os.getsid(pid) == session:
+                    return pid
+    return None
 
 
 def serve_engine_nice() -> int:
@@ -112,9 +142,11 @@ def free_port(host: str) -> int:
 
 @contextlib.contextmanager
 def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
-               extra: tuple[str, ...] = (), timeout_s: float = 300, nice: int = 0) -> Iterator[str]:
-    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port, at that niceness; its
-    base URL."""
+               extra: tuple[str, ...] = (), timeout_s: float = 300, nice: int = 0,
+               binding: dict[str, Any] | None = None) -> Iterator[str]:
+    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port, at that niceness, with
+    env's thread settings and none of this process's own; its base URL. With binding (worker_binding of
+    the Serve engine's worker), RuntimeError unless its worker runs bound the same way."""
     host = ops.listen.host
     port = free_port(host)
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
@@ -122,7 +154,8 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
            "--port", str(port), *engine_flags(model.engine_kwargs), *extra]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        inherited = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+        proc = subprocess.Popen(cmd, env={**inherited, **env}, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True,
                                 preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice))
     url = f"http://{host}:{port}"
@@ -137,6 +170,12 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
             if time.monotonic() > deadline:
                 raise TimeoutError(f"vLLM's server not ready in {timeout_s:g}s; see {log}")
             time.sleep(1)
+        if binding is not None:
+            worker = session_worker(proc.pid)
+            got = None if worker is None else worker_binding(worker)
+            if got != binding:
+                raise RuntimeError(f"vLLM's own server's worker runs bound {got}, the Serve engine's "
+                                   f"{binding}: the comparison would not be like for like")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -202,12 +241,12 @@ def ttft_or_why_not(serve_c1: list[dict[str, Any]], vllm_c1: list[dict[str, Any]
 def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown: bool) -> dict[str, Any]:
     llm = ops.bench.llm
     model = ops.profile(profile).llm.models[0]
-    threads, nice = serve_engine_threads(), serve_engine_nice()
+    threads, nice, binding = serve_engine_threads(), serve_engine_nice(), serve_worker_binding()
     env = {**ops.profile(profile).cluster.env, **threads}
     # Per side: runs at the throughput concurrency, and TTFT runs at concurrency 1.
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {side: {"at": [], "c1": []}
                                                         for side in ("serve", "vllm")}
-    with standalone(ops, model, env, out / "vllm-server.log", nice=nice) as url:
+    with standalone(ops, model, env, out / "vllm-server.log", nice=nice, binding=binding) as url:
         urls = {"serve": ops.listen.serve_url, "vllm": url}
         # One discarded run per side first: a fresh vLLM server's first batches run well under its
         # steady rate (a smoke run of 16 prompts read 2x Serve's), and Serve's engine is long warm.
@@ -229,7 +268,7 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
               "concurrency": llm.concurrency, "input_tokens": llm.input_tokens,
               "output_tokens": llm.output_tokens, "prompts": mode.llm_prompts, "repeats": mode.repeats,
               "endpoint": "/v1/completions, streamed", "standalone_thread_env": threads,
-              "standalone_nice": nice,
+              "standalone_nice": nice, "worker_binding": binding,
               "order": "one discarded settle run per side; then throughput runs, then TTFT runs; serve "
                        "first in even repeats, vLLM first in odd",
               "load_generator": "vllm bench serve (random dataset, ignore_eos)"}
@@ -250,7 +289,8 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
         # ray.serve.llm runs vLLM's multiprocess executor on CPU (the engine core and a separate worker);
         # vLLM alone runs the worker in the engine core. The same server with mp splits the gap in two.
         with standalone(ops, model, env, out / "vllm-server-mp.log",
-                        extra=("--distributed-executor-backend", "mp"), nice=nice) as url:
+                        extra=("--distributed-executor-backend", "mp"), nice=nice,
+                        binding=binding) as url:
             mp = bench(url, model, llm, mode.llm_prompts, llm.concurrency, out)
         result["llm_throughput_ratio"]["vllm_mp_executor"] = {
             "output_tok_per_s": mp["output_throughput"], "median_ttft_ms": mp["median_ttft_ms"],
