@@ -389,15 +389,18 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     ops = load()
     mode = ops.bench.modes["full"].model_copy(update={"repeats": 2})
     calls: list[tuple[str, int, int]] = []
-    envs: list[dict[str, str]] = []
+    seeds: list[tuple[str, int]] = []
+    envs: list[dict[str, Any]] = []
 
     @contextlib.contextmanager
     def standalone(ops: Any, model: Any, env: dict[str, str], log: Path, **kw: Any) -> Iterator[str]:
-        envs.append({**env, "nice": str(kw.get("nice"))})
+        envs.append({**env, "nice": str(kw.get("nice")), "binding": kw.get("binding")})
         yield "http://bare"
 
-    def bench(url: str, model: Any, llm_: Any, prompts: int, concurrency: int, out: Path) -> dict[str, Any]:
+    def bench(url: str, model: Any, llm_: Any, prompts: int, concurrency: int, out: Path,
+              seed: int = 0) -> dict[str, Any]:
         calls.append(("vllm" if url == "http://bare" else "serve", prompts, concurrency))
+        seeds.append(("vllm" if url == "http://bare" else "serve", seed))
         serve = url != "http://bare"
         return {"completed": float(prompts), "output_throughput": 90.0 if serve else 100.0,
                 "median_ttft_ms": (60.0 if concurrency == 1 else 200.0) if serve else 50.0,
@@ -407,8 +410,16 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(llm, "bench", bench)
     monkeypatch.setattr(llm, "serve_engine_threads", lambda: {"OMP_NUM_THREADS": "1"})
     monkeypatch.setattr(llm, "serve_engine_nice", lambda: 15)
+    monkeypatch.setattr(llm, "serve_worker_binding", lambda: {"cores": [0], "GOMP_CPU_AFFINITY": "0"})
     doc = llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
     c, n, n1 = ops.bench.llm.concurrency, mode.llm_prompts, mode.llm_ttft_prompts
+    # Each server sees each run's prompts once, and the same ones as the other server.
+    for side in ("serve", "vllm"):
+        mine = [seed for who, seed in seeds if who == side]
+        assert len(set(mine)) == len(mine) == 5
+    assert sorted(seed for who, seed in seeds if who == "serve") == sorted(seed for who, seed in seeds
+                                                                          if who == "vllm")
+    assert envs[0]["binding"] == {"cores": [0], "GOMP_CPU_AFFINITY": "0"}  # the worker checked against it
     # One discarded settle run per side, then the measured ones.
     assert calls == [("serve", n, c), ("vllm", n, c),
                      ("serve", n, c), ("vllm", n, c), ("serve", n1, 1), ("vllm", n1, 1),
@@ -487,3 +498,22 @@ def test_a_detection_bound_is_the_for_of_the_rule_the_alert_comes_from() -> None
     assert prom.rule_for_s(rules, "ServeErrorBudgetBurn", {"slo": "embed"}) == 3600  # ambiguous: the longest
     assert prom.rule_for_s(rules, "ServeReplicaRestarts", {"application": "embed"}) == 0
     assert prom.rule_for_s(rules, "NoSuchAlert", {}) is None
+
+
+def test_every_llm_run_draws_prompts_no_server_has_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts in vLLM's prefix cache made its own server answer in one burst: each run gets a seed of its
+    own, which both servers share."""
+    seeds = [llm.prompt_seed(kind, r) for r in range(5) for kind in ("at", "c1")]
+    seeds += [llm.prompt_seed("settle"), llm.prompt_seed("mp")]
+    assert len(set(seeds)) == len(seeds)
+    seen: list[list[str]] = []
+
+    def fake_run(args: list[str]) -> dict[str, Any]:
+        seen.append(args)
+        return {"completed": 4, "failed": 0, "total_output_tokens": 8, "output_throughput": 1.0}
+
+    monkeypatch.setattr(llm.vllm_bench, "run", fake_run)
+    ops = load()
+    model = ops.profile("cpu").llm.models[0]
+    llm.bench("http://127.0.0.1:1", model, ops.bench.llm, 4, 1, Path("/tmp"), seed=23)
+    assert seen[0][seen[0].index("--seed") + 1] == "23"

@@ -77,8 +77,9 @@ class Measure:
     def llm(self) -> dict[str, Any]:
         model, bench = self.ops.profile(self.profile).llm.models[0], self.ops.bench.llm
         url, out = self.ops.listen.serve_url, self.out / "llm"
-        at = llm.bench(url, model, bench, self.mode.llm_prompts, bench.concurrency, out)
-        one = llm.bench(url, model, bench, self.mode.llm_ttft_prompts, 1, out)
+        at = llm.bench(url, model, bench, self.mode.llm_prompts, bench.concurrency, out,
+                       llm.prompt_seed("at"))
+        one = llm.bench(url, model, bench, self.mode.llm_ttft_prompts, 1, out, llm.prompt_seed("c1"))
         return {"output_tok_per_s": at["output_throughput"], "p50_ttft_ms": at["median_ttft_ms"],
                 "p50_ttft_ms_c1": one["median_ttft_ms"], "p99_ttft_ms_c1": one["p99_ttft_ms"],
                 "cpu_ms_per_output_token": at["cpu_ms_per_output_token"]}

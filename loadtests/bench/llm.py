@@ -49,6 +49,13 @@ ENGINE_PROCESSES = ("VLLM::Worker", "VLLM::EngineCore")
 STREAMED_TPOT_FLOOR_MS = 0.1
 
 
+# Each run of the section draws new random prompts, the same for both servers, so no run is answered
+# from a prefix cache an earlier run filled with the same prompts (every run had seed 0 before). Seeds by
+# run: the settle runs, then per repeat the throughput and the TTFT run.
+def prompt_seed(kind: str, repeat: int = 0) -> int:
+    return {"settle": 1, "at": 2, "c1": 3, "mp": 4}[kind] + 10 * repeat
+
+
 def thread_env(environ: dict[str, str]) -> dict[str, str]:
     """The thread settings of an engine process's environment, as they are."""
     return {k: environ[k] for k in THREAD_ENV if k in environ}
@@ -188,15 +195,16 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
 
 
 def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, concurrency: int,
-          result_dir: Path) -> dict[str, Any]:
-    """One `vllm bench serve` run; its figures and the CPU each process group spent per output token."""
+          result_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """One `vllm bench serve` run on the random prompts of seed; its figures and the CPU each process
+    group spent per output token. A server should see a seed's prompts once (see PROMPT_SEEDS)."""
     before = cpu.snapshot()
     result = vllm_bench.run([
         "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
         "--model", model.model_id, "--tokenizer", resolve_source(model.model_source),
         "--dataset-name", "random", "--random-input-len", str(llm.input_tokens),
         "--random-output-len", str(llm.output_tokens), "--ignore-eos", "--num-prompts", str(prompts),
-        "--max-concurrency", str(concurrency), "--num-warmups", str(concurrency), "--seed", "0",
+        "--max-concurrency", str(concurrency), "--num-warmups", str(concurrency), "--seed", str(seed),
         "--disable-tqdm", "--result-dir", str(result_dir),
     ])
     if result.get("failed") or result.get("completed") != prompts:
@@ -251,14 +259,15 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
         # One discarded run per side first: a fresh vLLM server's first batches run well under its
         # steady rate (a smoke run of 16 prompts read 2x Serve's), and Serve's engine is long warm.
         for side in ("serve", "vllm"):
-            bench(urls[side], model, llm, mode.llm_prompts, llm.concurrency, out)
+            bench(urls[side], model, llm, mode.llm_prompts, llm.concurrency, out, prompt_seed("settle"))
         for repeat in range(mode.repeats):
             # Who goes first swaps each repeat, so drift over the section does not favour one side.
             sides = ("serve", "vllm") if repeat % 2 == 0 else ("vllm", "serve")
             for key, prompts, concurrency in (("at", mode.llm_prompts, llm.concurrency),
                                               ("c1", mode.llm_ttft_prompts, 1)):
                 for side in sides:
-                    runs[side][key].append(bench(urls[side], model, llm, prompts, concurrency, out))
+                    runs[side][key].append(bench(urls[side], model, llm, prompts, concurrency, out,
+                                                 prompt_seed(key, repeat)))
     serve_runs, vllm_runs = runs["serve"]["at"], runs["vllm"]["at"]
     serve_tok = statistics.mean(r["output_throughput"] for r in serve_runs)
     vllm_tok = statistics.mean(r["output_throughput"] for r in vllm_runs)
@@ -271,6 +280,7 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
               "standalone_nice": nice, "worker_binding": binding,
               "order": "one discarded settle run per side; then throughput runs, then TTFT runs; serve "
                        "first in even repeats, vLLM first in odd",
+              "prompts_drawn": "new random prompts (seed) per run, the same for both servers",
               "load_generator": "vllm bench serve (random dataset, ignore_eos)"}
     result: dict[str, Any] = {
         "llm_throughput_ratio": {**spread.figure(ratios), "inputs": inputs,
@@ -291,7 +301,7 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, breakdown:
         with standalone(ops, model, env, out / "vllm-server-mp.log",
                         extra=("--distributed-executor-backend", "mp"), nice=nice,
                         binding=binding) as url:
-            mp = bench(url, model, llm, mode.llm_prompts, llm.concurrency, out)
+            mp = bench(url, model, llm, mode.llm_prompts, llm.concurrency, out, prompt_seed("mp"))
         result["llm_throughput_ratio"]["vllm_mp_executor"] = {
             "output_tok_per_s": mp["output_throughput"], "median_ttft_ms": mp["median_ttft_ms"],
             "serve_ratio_to_it": round(serve_tok / mp["output_throughput"], 3)}
