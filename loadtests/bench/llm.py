@@ -49,10 +49,10 @@ ENGINE_PROCESSES = ("VLLM::Worker", "VLLM::EngineCore")
 STREAMED_TPOT_FLOOR_MS = 0.1
 
 
-# Each run of the section draws new random prompts, the same for both servers, so no run is answered
-# from a prefix cache an earlier run filled with the same prompts (every run had seed 0 before). Seeds by
-# run: the settle runs, then per repeat the throughput and the TTFT run.
 def prompt_seed(kind: str, repeat: int = 0) -> int:
+    """The random prompts' seed of a run (settle, at, c1 or mp) in a repeat. Each run draws new prompts,
+    the same for both servers, so no run is answered from a prefix cache an earlier run filled with the
+    same prompts (every run had seed 0 before)."""
     return {"settle": 1, "at": 2, "c1": 3, "mp": 4}[kind] + 10 * repeat
 
 
@@ -197,7 +197,7 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
 def bench(url: str, model: LLMModel, llm: BenchLlm, prompts: int, concurrency: int,
           result_dir: Path, seed: int = 0) -> dict[str, Any]:
     """One `vllm bench serve` run on the random prompts of seed; its figures and the CPU each process
-    group spent per output token. A server should see a seed's prompts once (see PROMPT_SEEDS)."""
+    group spent per output token. A server should see a seed's prompts once (prompt_seed)."""
     before = cpu.snapshot()
     result = vllm_bench.run([
         "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
