@@ -249,13 +249,15 @@ def test_the_standalone_worker_is_found_by_its_session(monkeypatch: pytest.Monke
     session, not the Serve engine's."""
     ours = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
     other = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
+    # Not the test's own session: under `make test` the stack's engine may share it.
+    bare = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         time.sleep(0.2)
         assert llm.session_worker(ours.pid) == ours.pid
         assert llm.session_worker(other.pid) == other.pid
-        assert llm.session_worker(os.getsid(0)) is None
+        assert llm.session_worker(bare.pid) is None
     finally:
-        for proc in (ours, other):
+        for proc in (ours, other, bare):
             proc.kill()
             proc.wait()
 
