@@ -10,6 +10,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -238,28 +240,94 @@ def test_a_worker_binding_is_its_cores_and_its_openmp_binding() -> None:
             proc.kill()
             proc.wait()
 
-    assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) == {"cores": [0], "GOMP_CPU_AFFINITY": "0"}
+    here = llm.sched_group(os.getpid())
+    assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) == {"cores": [0], "GOMP_CPU_AFFINITY": "0",
+                                                        "sched_group": here}
     if len(os.sched_getaffinity(0)) > 1:
         assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) != binding("1", {"GOMP_CPU_AFFINITY": "1"})
     assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) != binding("0", {})
 
 
-def test_the_standalone_worker_is_found_by_its_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two engines run side by side during the LLM section: the standalone's worker is the one in its
-    session, not the Serve engine's."""
-    ours = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
-    other = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], start_new_session=True)
-    # Not the test's own session: under `make test` the stack's engine may share it.
-    bare = subprocess.Popen(["sleep", "30"], start_new_session=True)
+def _autogroups() -> bool:
+    return Path("/proc/sys/kernel/sched_autogroup_enabled").exists() and \
+        Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+
+
+def test_a_worker_in_a_session_of_its_own_is_bound_otherwise() -> None:
+    """With autogroups a session of its own shares CPU apart (niceness no longer counts against the
+    load generator): a worker started so differs from one in this session; without them, the same."""
+    mine = subprocess.Popen(["sleep", "30"])
+    apart = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         time.sleep(0.2)
-        assert llm.session_worker(ours.pid) == ours.pid
-        assert llm.session_worker(other.pid) == other.pid
-        assert llm.session_worker(bare.pid) is None
+        if _autogroups():
+            assert llm.sched_group(mine.pid) == llm.sched_group(os.getpid()) is not None
+            assert llm.sched_group(apart.pid) != llm.sched_group(os.getpid())
+        else:
+            assert llm.sched_group(mine.pid) is llm.sched_group(apart.pid) is None
+    finally:
+        for proc in (mine, apart):
+            proc.kill()
+            proc.wait()
+
+
+def test_the_standalone_worker_is_found_by_its_process_group() -> None:
+    """Two engines run side by side during the LLM section: the standalone's worker is the one in its
+    process group, not the Serve engine's."""
+    ours = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], process_group=0)
+    other = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 30"], process_group=0)
+    # Not the test's own group: under `make test` the stack's engine may share it.
+    bare = subprocess.Popen(["sleep", "30"], process_group=0)
+    try:
+        time.sleep(0.2)
+        assert llm.group_worker(ours.pid) == ours.pid
+        assert llm.group_worker(other.pid) == other.pid
+        assert llm.group_worker(bare.pid) is None
     finally:
         for proc in (ours, other, bare):
             proc.kill()
             proc.wait()
+
+
+# Stands in for `python -m vllm.entrypoints.openai.api_server`: a worker process named like vLLM's and
+# an HTTP server that answers /v1/models on --port.
+FAKE_VLLM = """import http.server, os, subprocess, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+worker = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 60"])
+open(os.environ["FAKE_WORKER_PID"], "w").write(str(worker.pid))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_standalone_shares_cpu_like_the_serve_engine(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """The standalone server starts in this session, whose scheduling group a stack started from here
+    is in, and is stopped whole; a worker bound otherwise fails the section, naming why."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} -c '{FAKE_VLLM}' \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(llm.sys, "executable", str(fake))
+    ops = load()
+    model = ops.profile("cpu").llm.models[0]
+    like_here = {"cores": sorted(os.sched_getaffinity(0)), "GOMP_CPU_AFFINITY": None,
+                 "sched_group": llm.sched_group(os.getpid())}
+    env = {"FAKE_WORKER_PID": str(tmp_path / "worker.pid")}
+    with llm.standalone(ops, model, env, tmp_path / "server.log", timeout_s=30, binding=like_here) as url:
+        assert httpx.get(f"{url}/v1/models").status_code == 200
+        worker = int((tmp_path / "worker.pid").read_text())
+        assert llm.sched_group(worker) == llm.sched_group(os.getpid())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{worker}").exists() or "VLLM::Worker" not in \
+        Path(f"/proc/{worker}/cmdline").read_text(errors="replace")  # stopped with its group
+    elsewhere = {**like_here, "sched_group": "/autogroup-0 nice 0"}
+    with pytest.raises(RuntimeError, match="started from another session"):
+        with llm.standalone(ops, model, env, tmp_path / "server.log", timeout_s=30, binding=elsewhere):
+            pass
 
 
 def test_standalone_runs_at_the_serve_engines_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -412,7 +480,8 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(llm, "bench", bench)
     monkeypatch.setattr(llm, "serve_engine_threads", lambda: {"OMP_NUM_THREADS": "1"})
     monkeypatch.setattr(llm, "serve_engine_nice", lambda: 15)
-    monkeypatch.setattr(llm, "serve_worker_binding", lambda: {"cores": [0], "GOMP_CPU_AFFINITY": "0"})
+    monkeypatch.setattr(llm, "serve_worker_binding", lambda: {"cores": [0], "GOMP_CPU_AFFINITY": "0",
+                                                                  "sched_group": "/autogroup-1 nice 0"})
     doc = llm.figures(ops, "cpu", mode, tmp_path, breakdown=False)
     c, n, n1 = ops.bench.llm.concurrency, mode.llm_prompts, mode.llm_ttft_prompts
     # Each server sees each run's prompts once, and the same ones as the other server.
@@ -421,7 +490,8 @@ def test_llm_figures_alternate_and_pin_the_baseline(monkeypatch: pytest.MonkeyPa
         assert len(set(mine)) == len(mine) == 5
     assert sorted(seed for who, seed in seeds if who == "serve") == sorted(seed for who, seed in seeds
                                                                           if who == "vllm")
-    assert envs[0]["binding"] == {"cores": [0], "GOMP_CPU_AFFINITY": "0"}  # the worker checked against it
+    assert envs[0]["binding"] == {"cores": [0], "GOMP_CPU_AFFINITY": "0",  # the worker checked against it
+                                  "sched_group": "/autogroup-1 nice 0"}
     # One discarded settle run per side, then the measured ones.
     assert calls == [("serve", n, c), ("vllm", n, c),
                      ("serve", n, c), ("vllm", n, c), ("serve", n1, 1), ("vllm", n1, 1),

@@ -4,10 +4,10 @@ Both are driven by vLLM's serving benchmark (`vllm bench serve`, random prompts,
 alternating runs while the other server idles (who goes first swaps each repeat). The standalone server
 gets the engine arguments of the ops config and the Serve engine's thread settings as its processes have
 them (Ray sets OMP_NUM_THREADS from the placement-group bundle; vLLM pins the worker's threads to cores),
-and its worker must land on the same cores as the Serve engine's; if either cannot be read or they
-differ, the section fails rather than compare with a server bound otherwise. Throughput is
-measured at bench.llm.concurrency; TTFT overhead at concurrency 1, so no queueing hides in it, and only
-against a baseline whose answers streamed token by token.
+and its worker must land on the same cores, and share CPU in the same scheduling group, as the Serve
+engine's; if either cannot be read or they differ, the section fails rather than compare with a server
+bound otherwise. Throughput is measured at bench.llm.concurrency; TTFT overhead at concurrency 1, so no
+queueing hides in it, and only against a baseline whose answers streamed token by token.
 """
 
 from __future__ import annotations
@@ -34,11 +34,9 @@ from stack.serving.llm_app import resolve_source
 
 # The Serve engine's thread settings, handed to the standalone server as they are, so vLLM binds both
 # engines' workers alike (VLLM_CPU_OMP_THREADS_BIND unset is vLLM's auto binding); `standalone` then
-# checks that the two workers landed on the same cores. Translating the Serve worker's cores into an
-# explicit VLLM_CPU_OMP_THREADS_BIND is not the same server: on the 2-core box (2026-12-03) vLLM's own
-# server with VLLM_CPU_OMP_THREADS_BIND=0 sent every answer in one burst at the end (p50 TTFT 225-237 ms,
-# 64 chunks within 0.01 ms) where with auto binding, the Serve engine's, it streamed (p50 TTFT 57.5 ms,
-# 2.9 ms between chunks), its worker pinned to core 0 both times.
+# checks that the two workers landed on the same cores. The Serve worker's cores translated into an
+# explicit VLLM_CPU_OMP_THREADS_BIND are another configuration than the Serve engine's, whatever they
+# cost (a server so started, in a session of its own, answered in one burst: see sched_group).
 THREAD_ENV = ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
 ENGINE_PROCESSES = ("VLLM::Worker", "VLLM::EngineCore")
 # vllm bench's TPOT is (latency - TTFT) / (output tokens - 1): decode time per token when the answer
@@ -89,10 +87,26 @@ def serve_engine_threads() -> dict[str, str]:
     return env
 
 
+def sched_group(pid: int) -> str | None:
+    """The process's autogroup ("/autogroup-N nice K") where the kernel schedules by session, else None.
+    With autogroups, CPU is shared fairly between sessions first and niceness counts only within one:
+    on the 2-core box (2026-12-03) vLLM's own server in a session of its own kept the load generator off
+    the CPU for ~200 ms at a time, so every answer reached it in one burst (p50 TTFT 196-245 ms, TPOT
+    0.005 ms) while vLLM's own metrics read TTFT 15.8 ms; in the load generator's session it streamed."""
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+    except OSError:
+        return None
+
+
 def worker_binding(pid: int) -> dict[str, Any]:
-    """Where a vLLM worker's threads run: its CPU affinity and the OpenMP binding vLLM gave it."""
+    """Where a vLLM worker's threads run: its CPU affinity, the OpenMP binding vLLM gave it and the
+    scheduling group it shares CPU in."""
     return {"cores": sorted(os.sched_getaffinity(pid)),
-            "GOMP_CPU_AFFINITY": _environ(pid, "vLLM worker").get("GOMP_CPU_AFFINITY")}
+            "GOMP_CPU_AFFINITY": _environ(pid, "vLLM worker").get("GOMP_CPU_AFFINITY"),
+            "sched_group": sched_group(pid)}
 
 
 def serve_worker_binding() -> dict[str, Any]:
@@ -102,12 +116,12 @@ def serve_worker_binding() -> dict[str, Any]:
     return worker_binding(pid)
 
 
-def session_worker(session: int) -> int | None:
-    """The vLLM worker process of a process session (the standalone server starts one of its own)."""
+def group_worker(pgid: int) -> int | None:
+    """The vLLM worker process of a process group (the standalone server starts one of its own)."""
     for pid, cmd in cmdlines():
         if ENGINE_PROCESSES[0] in cmd:
             with contextlib.suppress(OSError):
-                if os.getsid(pid) == session:
+                if os.getpgid(pid) == pgid:
                     return pid
     return None
 
@@ -163,7 +177,9 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
     with log.open("w") as out:
         inherited = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
         proc = subprocess.Popen(cmd, env={**inherited, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True,
+                                # Its own process group, to stop it whole, in this session: a session
+                                # of its own is a scheduling group of its own (sched_group).
+                                process_group=0,
                                 preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice))
     url = f"http://{host}:{port}"
     try:
@@ -178,11 +194,14 @@ def standalone(ops: OpsConfig, model: LLMModel, env: dict[str, str], log: Path,
                 raise TimeoutError(f"vLLM's server not ready in {timeout_s:g}s; see {log}")
             time.sleep(1)
         if binding is not None:
-            worker = session_worker(proc.pid)
+            worker = group_worker(proc.pid)
             got = None if worker is None else worker_binding(worker)
             if got != binding:
+                hint = ("; the Serve stack was started from another session: `make down`, then "
+                        "`make bench` starts it in its own" if got and got["sched_group"] !=
+                        binding["sched_group"] else "")
                 raise RuntimeError(f"vLLM's own server's worker runs bound {got}, the Serve engine's "
-                                   f"{binding}: the comparison would not be like for like")
+                                   f"{binding}: the comparison would not be like for like{hint}")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
