@@ -202,6 +202,29 @@ def test_streamed_baseline_and_ttft_at_concurrency_1() -> None:
     assert figure["at_throughput_concurrency"]["per_repeat"] == [185.0, 205.0]
 
 
+def _execed(proc: subprocess.Popen[Any], argv0: str, timeout_s: float = 10) -> None:
+    """Wait until proc's /proc entry shows argv0. Popen returns once exec has closed its error pipe, a
+    moment before the kernel sets the new command line and environment (create_elf_tables): under
+    make test's load a test read an empty environment there."""
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] != argv0.encode():
+        assert time.monotonic() < deadline, f"{proc.args} did not exec {argv0} in {timeout_s}s"
+        time.sleep(0.01)
+
+
+def _gone(pid: int, timeout_s: float = 10) -> bool:
+    """pid has exited (a zombie has no command line) within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's settings as they are: the worker's binding is vLLM's doing, not an input (an explicit
     VLLM_CPU_OMP_THREADS_BIND of the same cores made vLLM's own server answer in one burst)."""
@@ -218,6 +241,7 @@ def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPat
                           ({"OMP_NUM_THREADS": "1", "GOMP_CPU_AFFINITY": "0"}, {"OMP_NUM_THREADS": "1"})):
         engine = subprocess.Popen(["sleep", "30"], env=env)  # stands in for VLLM::Worker: a real environ
         try:
+            _execed(engine, "sleep")
             monkeypatch.setattr(llm, "local_pid", lambda pattern, pid=engine.pid: pid)
             if expected is None:
                 with pytest.raises(RuntimeError, match="has none; the standalone server would run unpinned"):
@@ -234,7 +258,7 @@ def test_a_worker_binding_is_its_cores_and_its_openmp_binding() -> None:
     def binding(cores: str, env: dict[str, str]) -> dict[str, Any]:
         proc = subprocess.Popen(["taskset", "-c", cores, "sleep", "30"], env=env)  # stands in for a worker
         try:
-            time.sleep(0.2)  # taskset has exec'd sleep
+            _execed(proc, "sleep")
             return llm.worker_binding(proc.pid)
         finally:
             proc.kill()
@@ -259,7 +283,8 @@ def test_a_worker_in_a_session_of_its_own_is_bound_otherwise() -> None:
     mine = subprocess.Popen(["sleep", "30"])
     apart = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        time.sleep(0.2)
+        _execed(mine, "sleep")
+        _execed(apart, "sleep")
         if _autogroups():
             assert llm.sched_group(mine.pid) == llm.sched_group(os.getpid()) is not None
             assert llm.sched_group(apart.pid) != llm.sched_group(os.getpid())
@@ -279,7 +304,8 @@ def test_the_standalone_worker_is_found_by_its_process_group() -> None:
     # Not the test's own group: under `make test` the stack's engine may share it.
     bare = subprocess.Popen(["sleep", "30"], process_group=0)
     try:
-        time.sleep(0.2)
+        for proc, argv0 in ((ours, "VLLM::Worker"), (other, "VLLM::Worker"), (bare, "sleep")):
+            _execed(proc, argv0)
         assert llm.group_worker(ours.pid) == ours.pid
         assert llm.group_worker(other.pid) == other.pid
         assert llm.group_worker(bare.pid) is None
@@ -290,10 +316,12 @@ def test_the_standalone_worker_is_found_by_its_process_group() -> None:
 
 
 # Stands in for `python -m vllm.entrypoints.openai.api_server`: a worker process named like vLLM's and
-# an HTTP server that answers /v1/models on --port.
+# an HTTP server that answers /v1/models on --port (no single quote in it: sh gets it in one).
 FAKE_VLLM = """import http.server, os, subprocess, sys
 port = int(sys.argv[sys.argv.index("--port") + 1])
 worker = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 60"])
+while not open(f"/proc/{worker.pid}/cmdline", "rb").read().startswith(b"VLLM::Worker"):
+    pass  # serves only once the worker runs, as vLLM does
 open(os.environ["FAKE_WORKER_PID"], "w").write(str(worker.pid))
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -314,16 +342,20 @@ def test_standalone_shares_cpu_like_the_serve_engine(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(llm.sys, "executable", str(fake))
     ops = load()
     model = ops.profile("cpu").llm.models[0]
-    like_here = {"cores": sorted(os.sched_getaffinity(0)), "GOMP_CPU_AFFINITY": None,
-                 "sched_group": llm.sched_group(os.getpid())}
+    child = subprocess.Popen(["sleep", "30"])  # bound as any child of this process is
+    try:
+        _execed(child, "sleep")
+        like_here = llm.worker_binding(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert like_here["sched_group"] == llm.sched_group(os.getpid())
     env = {"FAKE_WORKER_PID": str(tmp_path / "worker.pid")}
     with llm.standalone(ops, model, env, tmp_path / "server.log", timeout_s=30, binding=like_here) as url:
         assert httpx.get(f"{url}/v1/models").status_code == 200
         worker = int((tmp_path / "worker.pid").read_text())
         assert llm.sched_group(worker) == llm.sched_group(os.getpid())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{worker}").exists() or "VLLM::Worker" not in \
-        Path(f"/proc/{worker}/cmdline").read_text(errors="replace")  # stopped with its group
+    assert _gone(worker)  # stopped with its group
     elsewhere = {**like_here, "sched_group": "/autogroup-0 nice 0"}
     with pytest.raises(RuntimeError, match="started from another session"):
         with llm.standalone(ops, model, env, tmp_path / "server.log", timeout_s=30, binding=elsewhere):
@@ -333,7 +365,7 @@ def test_standalone_shares_cpu_like_the_serve_engine(monkeypatch: pytest.MonkeyP
 def test_standalone_runs_at_the_serve_engines_niceness(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = subprocess.Popen(["nice", "-n", "7", "sleep", "30"])  # stands in for VLLM::Worker
     try:
-        time.sleep(0.2)  # nice has exec'd sleep
+        _execed(engine, "sleep")
         monkeypatch.setattr(llm, "local_pid", lambda pattern, pid=engine.pid: pid)
         assert llm.serve_engine_nice() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
     finally:

@@ -80,7 +80,11 @@ def test_a_30s_make_loadtest_drives_the_test_host(remote_env: dict[str, str], tm
     done = make("loadtest", {**remote_env, "REPORT_DIR": str(tmp_path)}, DURATION="30")
     out = done.stdout + done.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert done.returncode == (0 if summary["slo_gate"]["passed"] else 1), out
+    passed = summary["slo_gate"]["passed"]
+    # make exits 2 whenever a recipe fails; the recipe's own status, 1 for a failed gate, is in its line.
+    assert done.returncode == (0 if passed else 2), out
+    if not passed:
+        assert "SLO gate FAILED" in out and "loadtest] Error 1" in out, out
     assert f"targets   Serve http://{ADDRESS}:" in out, out
     assert all(figures["requests"] > 0 for figures in summary["routes"].values()), summary["routes"]
     assert summary["replicas"], "no replica history from the test host's Prometheus"
