@@ -227,7 +227,7 @@ def _gone(pid: int, timeout_s: float = 10) -> bool:
 
 def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's settings as they are: the worker's binding is vLLM's doing, not an input (an explicit
-    VLLM_CPU_OMP_THREADS_BIND of the same cores made vLLM's own server answer in one burst)."""
+    VLLM_CPU_OMP_THREADS_BIND of the same cores is another configuration than the Serve engine's)."""
     assert llm.thread_env({"OMP_NUM_THREADS": "1", "GOMP_CPU_AFFINITY": "0", "PATH": "/bin"}) == \
         {"OMP_NUM_THREADS": "1"}
     assert llm.thread_env({"OMP_NUM_THREADS": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}) == \
