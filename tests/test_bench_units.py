@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +25,7 @@ from loadtests.bench import cpu, embed, instrumentation, llm, raw_bert, results,
 from stack import prom
 from stack.config import Goal, load
 from stack.local import ray_head
+from stack.polling import eventually
 from stack.serving.observability import metrics as serveops_metrics
 from stack.serving.observability import switch
 
@@ -202,27 +202,22 @@ def test_streamed_baseline_and_ttft_at_concurrency_1() -> None:
     assert figure["at_throughput_concurrency"]["per_repeat"] == [185.0, 205.0]
 
 
-def _execed(proc: subprocess.Popen[Any], argv0: str, timeout_s: float = 10) -> None:
+def _execed(proc: subprocess.Popen[Any], argv0: str) -> None:
     """Wait until proc's /proc entry shows argv0. Popen returns once exec has closed its error pipe, a
     moment before the kernel sets the new command line and environment (create_elf_tables): under
     make test's load a test read an empty environment there."""
-    deadline = time.monotonic() + timeout_s
-    while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] != argv0.encode():
-        assert time.monotonic() < deadline, f"{proc.args} did not exec {argv0} in {timeout_s}s"
-        time.sleep(0.01)
+    def shows() -> bool:
+        return Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] == argv0.encode()
+
+    assert eventually(shows, timeout_s=10, every_s=0.01), f"{proc.args} did not exec {argv0}"
 
 
-def _gone(pid: int, timeout_s: float = 10) -> bool:
-    """pid has exited (a zombie has no command line) within timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if not Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
+def _exited(pid: int) -> bool:
+    """pid has exited (a zombie has no command line)."""
+    try:
+        return not Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
 
 
 def test_standalone_gets_the_serve_engines_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,11 +267,6 @@ def test_a_worker_binding_is_its_cores_and_its_openmp_binding() -> None:
     assert binding("0", {"GOMP_CPU_AFFINITY": "0"}) != binding("0", {})
 
 
-def _autogroups() -> bool:
-    return Path("/proc/sys/kernel/sched_autogroup_enabled").exists() and \
-        Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
-
-
 def test_a_worker_in_a_session_of_its_own_is_bound_otherwise() -> None:
     """With autogroups a session of its own shares CPU apart (niceness no longer counts against the
     load generator): a worker started so differs from one in this session; without them, the same."""
@@ -285,7 +275,10 @@ def test_a_worker_in_a_session_of_its_own_is_bound_otherwise() -> None:
     try:
         _execed(mine, "sleep")
         _execed(apart, "sleep")
-        if _autogroups():
+        sysctl = Path("/proc/sys/kernel/sched_autogroup_enabled")
+        on = sysctl.exists() and sysctl.read_text().strip() == "1"  # read here, not through llm
+        assert llm.autogroups() is on
+        if on:
             assert llm.sched_group(mine.pid) == llm.sched_group(os.getpid()) is not None
             assert llm.sched_group(apart.pid) != llm.sched_group(os.getpid())
         else:
@@ -317,11 +310,11 @@ def test_the_standalone_worker_is_found_by_its_process_group() -> None:
 
 # Stands in for `python -m vllm.entrypoints.openai.api_server`: a worker process named like vLLM's and
 # an HTTP server that answers /v1/models on --port (no single quote in it: sh gets it in one).
-FAKE_VLLM = """import http.server, os, subprocess, sys
+FAKE_VLLM = """import http.server, os, subprocess, sys, time
 port = int(sys.argv[sys.argv.index("--port") + 1])
 worker = subprocess.Popen(["bash", "-c", "exec -a VLLM::Worker sleep 60"])
 while not open(f"/proc/{worker.pid}/cmdline", "rb").read().startswith(b"VLLM::Worker"):
-    pass  # serves only once the worker runs, as vLLM does
+    time.sleep(0.01)  # serves only once the worker runs, as vLLM does
 open(os.environ["FAKE_WORKER_PID"], "w").write(str(worker.pid))
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -355,7 +348,7 @@ def test_standalone_shares_cpu_like_the_serve_engine(monkeypatch: pytest.MonkeyP
         assert httpx.get(f"{url}/v1/models").status_code == 200
         worker = int((tmp_path / "worker.pid").read_text())
         assert llm.sched_group(worker) == llm.sched_group(os.getpid())
-    assert _gone(worker)  # stopped with its group
+    assert eventually(lambda: _exited(worker), timeout_s=10, every_s=0.05)  # stopped with its group
     elsewhere = {**like_here, "sched_group": "/autogroup-0 nice 0"}
     with pytest.raises(RuntimeError, match="started from another session"):
         with llm.standalone(ops, model, env, tmp_path / "server.log", timeout_s=30, binding=elsewhere):
@@ -605,8 +598,8 @@ def test_a_detection_bound_is_the_for_of_the_rule_the_alert_comes_from() -> None
 
 
 def test_every_llm_run_draws_prompts_no_server_has_seen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prompts in vLLM's prefix cache made its own server answer in one burst: each run gets a seed of its
-    own, which both servers share."""
+    """A run on prompts a server has already cached is answered from its prefix cache, not computed: each
+    run gets a seed of its own, which both servers share."""
     seeds = [llm.prompt_seed(kind, r) for r in range(5) for kind in ("at", "c1")]
     seeds += [llm.prompt_seed("settle"), llm.prompt_seed("mp")]
     assert len(set(seeds)) == len(seeds)

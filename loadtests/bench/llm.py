@@ -93,12 +93,20 @@ def sched_group(pid: int) -> str | None:
     on the 2-core box (2026-12-03) vLLM's own server in a session of its own kept the load generator off
     the CPU for ~200 ms at a time, so every answer reached it in one burst (p50 TTFT 196-245 ms, TPOT
     0.005 ms) while vLLM's own metrics read TTFT 15.8 ms; in the load generator's session it streamed."""
+    if not autogroups():
+        return None
     try:
-        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
-            return None
         return Path(f"/proc/{pid}/autogroup").read_text().strip()
     except OSError:
         return None
+
+
+def autogroups() -> bool:
+    """Whether the kernel schedules by session (CONFIG_SCHED_AUTOGROUP, switched on)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 def worker_binding(pid: int) -> dict[str, Any]:
