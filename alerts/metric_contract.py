@@ -233,7 +233,10 @@ def capture(ops: OpsConfig) -> dict[str, Any]:
             text = httpx.get(f"{ops.listen.metrics_url}/metrics", timeout=10).text
             if not wanted - set(parse_exposition(text)) or time.monotonic() > deadline:
                 break
+    # serveops_request_latency_ms: our exporter's, not Ray's (stack/serving/observability/exemplars.py).
+    exemplars = ops.listen.url(ops.listen.exemplars_port) + "/metrics"
     return build([(f"{ops.listen.metrics_url}/metrics after one request per route", text),
+                  (f"{exemplars} after the same requests", httpx.get(exemplars, timeout=10).text),
                   (str(GPU_SCRAPE.relative_to(ROOT)), GPU_SCRAPE.read_text())], versions())
 
 

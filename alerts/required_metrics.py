@@ -38,6 +38,8 @@ TRAFFIC_CREATED: dict[str, str] = {
     r"ray_serve_num_scheduling_tasks\w*":
         "created by the first request through a DeploymentHandle (Ray builds the router lazily)",
     r"ray_serveops_\w+": "serveops' own request metrics, created by the first request of their route",
+    r"serveops_request_latency_ms_\w+":
+        "serveops' latency histogram with exemplars: its exporter has a series from a route's first request",
     r"ray_vllm_\w+": "created by the LLM engine's first request (absent from a fresh session until then)",
 }
 

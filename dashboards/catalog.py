@@ -24,6 +24,13 @@ def serve_overview() -> DashboardSpec:
                   (q(f"histogram_quantile(0.95, sum by (le, route) "
                      f"(rate(ray_serve_http_request_latency_ms_bucket{{{HTTP}}}[{RATE}])))", "{{route}}"),),
                   runbook="ServeLatencyBudgetBurn"),
+        # Ray's pipeline drops exemplars: this histogram comes from our own exporter (docs/observability.md).
+        PanelSpec("Latency p95 by route, with traces", "Latency at the ingress replica, 95th percentile. "
+                  "Each point is a sampled request's trace id: `make traces TRACE_ID=<id>`, or open it in "
+                  "your tracing data source.", "ms",
+                  (q(f"histogram_quantile(0.95, sum by (le, route) "
+                     f"(rate(serveops_request_latency_ms_bucket{{{HTTP}}}[{RATE}])))", "{{route}}", exemplar=True),),
+                  runbook="ServeLatencyBudgetBurn"),
         PanelSpec("Requests by outcome", "serveops' count of requests by outcome and error class.", "reqps",
                   (q(f"sum by (route, outcome, error_class) (rate(ray_serveops_requests_total{{{APP}}}[{RATE}]))",
                      "{{route}} {{outcome}} {{error_class}}"),)),

@@ -42,8 +42,9 @@ def panel(spec: PanelSpec, runbook_base: str):
     builder = builder.title(spec.title).description(spec.description).unit(spec.unit).datasource(DATASOURCE)
     builder = builder.height(8).span(12)
     for ref, query in zip("ABCDEFGH", spec.queries, strict=False):
-        builder = builder.with_target(
-            prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(ref).datasource(DATASOURCE))
+        target = (prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(ref)
+                  .datasource(DATASOURCE))
+        builder = builder.with_target(target.exemplar(True) if query.exemplar else target)
     if spec.runbook:
         builder = builder.links([dashboard.DashboardLink(f"Runbook: {spec.runbook}")
                                  .url(f"{runbook_base}/{spec.runbook}.md").target_blank(True)])

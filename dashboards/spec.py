@@ -62,6 +62,7 @@ RATE = "$__rate_interval"
 class Query:
     expr: str
     legend: str
+    exemplar: bool = False  # Grafana draws the series' exemplars (trace ids) as points
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ class DashboardSpec:
     tags: tuple[str, ...] = field(default=("serveops",))
 
 
-def q(expr: str, legend: str) -> Query:
-    return Query(expr, legend)
+def q(expr: str, legend: str, exemplar: bool = False) -> Query:
+    return Query(expr, legend, exemplar)
 
 
 def quantiles(metric: str, by: str, flt: str, scale: str = "") -> tuple[Query, ...]:

@@ -35,6 +35,8 @@ class Listen(_Strict):
     gpu_exporter_port: int
     alert_receiver_port: int
     redis_port: int
+    # serveops_request_latency_ms with exemplars (stack/serving/observability/exemplars.py), on the head.
+    exemplars_port: int
     # HAProxy's stats page and Prometheus exporter, where the haproxy_ingress lever is on (stack/levers.py).
     haproxy_stats_port: int = 8404
     haproxy_metrics_port: int = 9101

@@ -21,6 +21,7 @@ from stack.config import OpsConfig, Profile, load
 from stack.profile import PROFILES
 from stack.serving import proxy_guard
 from stack.serving.faults import DEFAULT_CONTROL_FILE
+from stack.serving.observability import exemplars
 from stack.serving.observability.tracing import OTLP_ENDPOINT_ENV
 
 LLM_APP = "llm"
@@ -97,7 +98,9 @@ def tracing_env(ops: OpsConfig) -> dict[str, str]:
     """
     env = {"RAY_SERVE_TRACING_SAMPLING_RATIO": str(ops.observability.tracing_sampling_ratio),
            # The proxy decodes some headers before any replica sees them: guard them there too.
-           PROXY_CALLBACK_ENV: proxy_guard.IMPORT_PATH}
+           PROXY_CALLBACK_ENV: proxy_guard.IMPORT_PATH,
+           # Where the ingress replicas' latency histogram with exemplars is served (on the head node).
+           exemplars.LISTEN_ENV: f"{ops.listen.host}:{ops.listen.exemplars_port}"}
     if ops.observability.otlp_endpoint:
         env[OTLP_ENDPOINT_ENV] = ops.observability.otlp_endpoint
     return env

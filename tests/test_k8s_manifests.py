@@ -22,6 +22,7 @@ from stack.artifacts import DASHBOARDS_DIR, RULES_FILE
 from stack.config import DeploymentOptions, load
 from stack.k8s import MANIFESTS_DIR, NAMESPACE, PROFILE, RAY_VERSION, RAYSERVICE, promtail, sizing
 from stack.local import gcs_store, ray_head
+from stack.serving.observability import exemplars
 from tests import crd_schema, promtail_stage
 
 FILES = sorted(MANIFESTS_DIR.glob("*.yaml"))
@@ -172,6 +173,11 @@ def test_serve_config_v2_is_the_gpu_serve_config_on_pod_networking() -> None:
     assert schema.http_options.host == "0.0.0.0"
     gpu = yaml.safe_load(serve_config.serve_config_path(PROFILE).read_text())
     assert raw["http_options"] == {**gpu["http_options"], "host": "0.0.0.0"}
+    # The exemplar exporter listens on the pod's address too, for the head PodMonitor's `exemplars` port.
+    port = load().listen.exemplars_port
+    envs = [c["controller_options"]["runtime_env"]["env_vars"] for c in (raw, gpu)]
+    listen = [env.pop(exemplars.LISTEN_ENV) for env in envs]
+    assert listen == [f"0.0.0.0:{port}", f"127.0.0.1:{port}"]
     assert {k: v for k, v in raw.items() if k != "http_options"} == {k: v for k, v in gpu.items()
                                                                        if k != "http_options"}
 

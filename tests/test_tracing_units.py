@@ -194,3 +194,39 @@ def test_the_slowest_sampled_requests_to_a_route_lead_to_their_traces(tmp_path) 
                                               ("2" * 32, 300, "proxy_http_request")]
     assert slowest(tmp_path, "/classify", over_ms=1000) == [("1" * 32, 1200, "proxy_http_request")]
     assert slowest(tmp_path, "/predict") == []  # the route filter holds: /embed's 2 s trace is not listed
+
+
+class LatencyStub:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, float, str | None]] = []
+
+    def observe(self, route: str, value_ms: float, trace_id: str | None) -> None:
+        self.seen.append((route, value_ms, trace_id))
+
+
+@pytest.fixture
+def latency(monkeypatch: pytest.MonkeyPatch) -> LatencyStub:
+    from stack.serving.observability import exemplars
+
+    stub = LatencyStub()
+    monkeypatch.setattr(exemplars, "recorder", lambda: stub)
+    return stub
+
+
+def test_a_sampled_requests_latency_carries_its_trace_id(exported, app, latency) -> None:
+    """The exemplar: a slow bucket of serveops_request_latency_ms leads to this trace."""
+    client_trace = secrets.token_hex(16)
+    carrier = {"traceparent": traceparent(client_trace, sampled=True)}
+    replica = trace.set_span_in_context(tracing.tracer().start_span(
+        "replica_handle_request", context=TraceContextTextMapPropagator().extract(carrier)))
+    observe([], app, parent=replica)
+    [(route, value_ms, trace_id)] = latency.seen
+    assert (route, trace_id) == ("/classify", client_trace) and value_ms > 0
+
+
+def test_an_unsampled_requests_latency_is_counted_without_an_exemplar(exported, app, latency) -> None:
+    """Its id would lead to no spans."""
+    header = (b"traceparent", traceparent(secrets.token_hex(16), sampled=False).encode())
+    observe([header], app)
+    observe([], app)
+    assert [(r, t) for r, _, t in latency.seen] == [("/classify", None), ("/classify", None)]

@@ -21,7 +21,8 @@ from stack.k8s import NAMESPACE, metadata
 # RayMetricsAbsent select up{job="ray"}, so the cluster's targets must carry it too.
 RAY_JOB = "ray"
 # Port names each PodMonitor scrapes; the Ray containers declare them (stack/k8s/rayservice.py).
-SCRAPED_PORTS = {"head": ("metrics", "as-metrics", "dash-metrics"), "worker": ("metrics",)}
+# "exemplars": serveops_request_latency_ms, from an actor on the head (serving/observability/exemplars.py).
+SCRAPED_PORTS = {"head": ("metrics", "as-metrics", "dash-metrics", "exemplars"), "worker": ("metrics",)}
 
 
 def _relabelings() -> list[dict[str, Any]]:

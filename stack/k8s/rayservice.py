@@ -13,6 +13,7 @@ from stack import levers, serve_config
 from stack.config import OpsConfig
 from stack.k8s import IMAGE, PROFILE, RAY_VERSION, RAYSERVICE, labels, metadata, promtail, redis, sizing
 from stack.local import gcs_store, ray_head
+from stack.serving.observability import exemplars
 from stack.serving.observability.tracing import TRACE_DIR_ENV
 
 # Inside a pod the proxy must listen on the pod's address: KubeRay's serve Service sends traffic to the
@@ -28,9 +29,12 @@ SHM_VOLUME = "dshm"
 
 
 def serve_config_for_pods(ops: OpsConfig) -> dict[str, Any]:
-    """stack.serve_config's gpu config, but for http_options.host (see POD_LISTEN_HOST)."""
+    """stack.serve_config's gpu config, but for the listeners' host (see POD_LISTEN_HOST): the proxy's and the
+    exemplar exporter's, which the head PodMonitor scrapes at the pod's address."""
     config = serve_config.build(ops, PROFILE)
     config["http_options"] = {**config["http_options"], "host": POD_LISTEN_HOST}
+    env = config["controller_options"]["runtime_env"]["env_vars"]
+    env[exemplars.LISTEN_ENV] = f"{POD_LISTEN_HOST}:{ops.listen.exemplars_port}"
     return config
 
 
@@ -62,7 +66,7 @@ def head_ports(ops: OpsConfig) -> list[dict[str, Any]]:
     return [_port("gcs-server", listen.gcs_port), _port("dashboard", listen.dashboard_port),
             _port("client", CLIENT_PORT), _port("serve", listen.serve_port),
             _port("metrics", listen.metrics_port), _port("as-metrics", AUTOSCALER_METRICS_PORT),
-            _port("dash-metrics", DASHBOARD_METRICS_PORT)]
+            _port("dash-metrics", DASHBOARD_METRICS_PORT), _port("exemplars", listen.exemplars_port)]
 
 
 def pod_template(ops: OpsConfig, container: str, shape: sizing.PodShape, ports: list[dict[str, Any]],

@@ -73,6 +73,7 @@ def up(ops: OpsConfig, profile_name: str, timeout_s: float, nodes: int = 1) -> i
 
     monitoring.start(ops)
     start_gpu_exporter(ops)
+    register_exemplars(ops)
     config = serve_config.effective(profile_name)
     apps = [a["name"] for a in config["applications"]]
     print(f"deploying {rollout.DEPLOYED.relative_to(ROOT)}; waiting for {', '.join(apps)} to be RUNNING")
@@ -102,6 +103,15 @@ def start_gpu_exporter(ops: OpsConfig) -> None:
                                    "--host", ops.listen.host, "--port", str(port)])
     monitoring.register_target("gpu", f"{ops.listen.host}:{port}")
     print(f"  GPU metrics    {ops.listen.url(port)}/metrics")
+
+
+def register_exemplars(ops: OpsConfig) -> None:
+    """The ingress replicas' latency histogram with exemplars: its exporter is an actor the first replica
+    starts (stack/serving/observability/exemplars.py); with instrumentation off nothing serves it."""
+    if instrumentation.running_mode() == "full":
+        monitoring.register_target("exemplars", f"{ops.listen.host}:{ops.listen.exemplars_port}")
+    else:
+        monitoring.unregister_target("exemplars")
 
 
 def print_urls(ops: OpsConfig) -> None:

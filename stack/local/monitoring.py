@@ -139,6 +139,10 @@ def register_target(name: str, address: str, labels: dict[str, str] | None = Non
     (TARGETS_DIR / f"{name}.json").write_text(json.dumps(target) + "\n")
 
 
+def unregister_target(name: str) -> None:
+    (TARGETS_DIR / f"{name}.json").unlink(missing_ok=True)
+
+
 def wait_ready(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -169,6 +173,7 @@ def start(ops: OpsConfig) -> None:
         "prometheus", f"--config.file={PROM_DIR / 'prometheus.yml'}",
         f"--storage.tsdb.path={PROM_DIR / 'data'}", "--storage.tsdb.retention.time=2d",
         f"--web.listen-address={listen.host}:{listen.prometheus_port}", "--web.enable-lifecycle",
+        "--enable-feature=exemplar-storage",  # the trace ids on serveops_request_latency_ms
     ])
     wait_ready(f"{listen.url(listen.alertmanager_port)}/-/ready")
     wait_ready(f"{listen.url(listen.prometheus_port)}/-/ready")

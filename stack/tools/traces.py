@@ -2,8 +2,8 @@
 `make traces SLOWEST=/classify [OVER_MS=1000]`: the slowest sampled requests to a route, their trace ids.
 
 Each line: trace id, indentation for depth, span name, duration, span and parent ids, attributes.
-The second form is how a slow latency bucket leads to a trace: Ray's metrics pipeline carries no
-exemplars (docs/observability.md#traces), so the sink is searched for sampled requests that slow instead.
+The second form finds a trace for a slow latency bucket that has no exemplar (no sampled request fell in
+it while serveops_request_latency_ms was scraped): the sink is searched for sampled requests that slow.
 """
 
 from __future__ import annotations

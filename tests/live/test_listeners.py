@@ -26,7 +26,7 @@ def test_our_listeners_on_loopback_only(live_stack: OpsConfig) -> None:
     listen = live_stack.listen
     bound = listening()
     for port in (listen.serve_port, listen.dashboard_port, listen.prometheus_port, listen.alertmanager_port,
-                 listen.alert_receiver_port, listen.redis_port):
+                 listen.alert_receiver_port, listen.redis_port, listen.exemplars_port):
         hosts = {h for h, p in bound if p == port}
         assert hosts, f"nothing listens on :{port}"
         assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, f":{port} bound on {hosts}"
@@ -36,7 +36,8 @@ def test_no_project_port_on_wildcard(live_stack: OpsConfig) -> None:
     listen = live_stack.listen
     # 9094: Alertmanager's HA gossip
     ours = {listen.serve_port, listen.dashboard_port, listen.prometheus_port, listen.alertmanager_port,
-            listen.alert_receiver_port, listen.gpu_exporter_port, listen.redis_port, 9094,
+            listen.alert_receiver_port, listen.gpu_exporter_port, listen.redis_port, listen.exemplars_port,
+            9094,
             listen.haproxy_stats_port, listen.haproxy_metrics_port}  # HAProxy's, with haproxy_ingress
     exposed = [(h, p) for h, p in listening() if p in ours and h in WILDCARDS]
     assert exposed == []

@@ -165,3 +165,8 @@ def request_trace(headers: Iterable[tuple[bytes, bytes]]) -> Iterator[str]:
         yield format(root.get_span_context().trace_id, "032x")
     finally:
         context.detach(token)
+
+
+def sampled() -> bool:
+    """Whether the current span is recorded: its trace id is worth keeping as an exemplar."""
+    return trace.get_current_span().get_span_context().trace_flags.sampled
