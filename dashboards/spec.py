@@ -41,6 +41,9 @@ LEFT_OUT_OF_RAY_DASHBOARDS: dict[str, str] = {
     r"ray_serve_registered_multiplexed_model_id":
         "one series per tenant model id, unbounded with tenants; models per replica and load/unload "
         "rates carry the signal",
+    r"ray_serve_num_scheduling_tasks_in_backoff":
+        "exported only once a router has backed off (no replica could take a request, as while a "
+        "deployment scales up from zero); ray_serve_num_scheduling_tasks, charted, grows then too",
     r"ray_vllm_num_requests_swapped": "vLLM V0 only: vLLM v1 preempts by recompute and exports no such gauge",
     r"ray_vllm_(nixl_\w+|kv_offload_\w+|external_prefix_cache_\w+)":
         "KV-connector metrics (NIXL for disaggregated prefill, KV offloading): the stack sets no "
