@@ -141,11 +141,14 @@ def test_the_recorder_ships_its_tally_and_finds_the_exporter_again(monkeypatch, 
         with caplog.at_level(logging.WARNING, logger=exemplars.__name__):
             recorder.tally.observe(("app", "/embed"), 2)
             await recorder.ship()  # no exporter to find: warned, the task lives on
+            assert recorder.delay_s() == 2 * recorder.flush_s  # and waits longer before the next try
             recorder.tally.observe(("app", "/embed"), 3, "a" * 32)
             await recorder.ship()  # the exporter found is gone: looked up again next time, no new warning
         recorder.tally.observe(("app", "/embed"), 4)
         await recorder.ship()
         await recorder.ship()  # idle: nothing sent
+
+        assert recorder.failures == 0 and recorder.delay_s() == recorder.flush_s
 
     asyncio.run(run())
     assert made == [("127.0.0.1", 9102)] * 3
@@ -169,3 +172,12 @@ def test_the_recorder_starts_shipping_from_the_replicas_loop(monkeypatch) -> Non
     asyncio.run(run())
     shipped = [d for d in actor.got if d]
     assert len(shipped) == 1 and shipped[0][("", "/predict")].exemplars[2].trace_id == "d" * 32
+
+
+def test_a_failing_exporter_is_tried_less_and_less_often() -> None:
+    recorder = Recorder(("127.0.0.1", 9102), flush_s=1.0)
+    waits = []
+    for failures in range(9):
+        recorder.failures = failures
+        waits.append(recorder.delay_s())
+    assert waits == [1, 2, 4, 8, 16, 32, *[exemplars.MAX_BACKOFF_S] * 3]

@@ -45,8 +45,9 @@ def stored(ops: OpsConfig, route: str, since: float) -> dict[str, float]:
     for series in data:
         for ex in series["exemplars"]:
             value = float(ex["value"])
-            # In the bucket it fell in: at most its bound.
+            # In the bucket it fell in (at most its bound), under the replica's application.
             assert value <= float(series["seriesLabels"]["le"]), (ex, series["seriesLabels"])
+            assert series["seriesLabels"].get("application"), series["seriesLabels"]
             found[ex["labels"]["trace_id"]] = value
     return found
 

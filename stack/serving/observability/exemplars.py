@@ -1,6 +1,6 @@
 """serveops_request_latency_ms: request latency by route, each bucket carrying a sampled request's trace id.
 
-Ray 2.60's metrics pipeline drops exemplars (docs/observability.md#exemplars), so this histogram travels
+Ray 2.60's metrics pipeline drops exemplars (docs/observability.md, "Exemplars"), so this histogram travels
 apart from it. Each ingress replica tallies its requests in process (no I/O on the request path) and,
 every FLUSH_S, sends what it counted to one exporter actor on the head node; the exporter adds the
 replicas' counts up and serves them as OpenMetrics, every bucket with the latest sampled request that
@@ -37,6 +37,9 @@ Key = tuple[str, str]  # LABELS' values
 ACTOR = "serveops-exemplars"
 NAMESPACE = "serveops"
 FLUSH_S = 1.0
+# After a failed ship, wait twice as long each time up to this: an exporter that cannot start (its port
+# taken) must not have every replica spawn a new actor process each second.
+MAX_BACKOFF_S = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ class Recorder:
         self.tally = LatencyTally()
         self._task: asyncio.Task[None] | None = None
         self._actor: Any = None
-        self._failing = False
+        self.failures = 0  # in a row; sets the wait before the next ship
         self.application = ""  # Serve's, once start() runs in the replica
 
     def start(self) -> None:
@@ -194,16 +197,19 @@ class Recorder:
                 return
             await self._actor.add.remote(delta)
         except Exception as err:  # no exporter or no GCS: this interval's counts are lost, like a reset
-            if not self._failing:  # once per outage, not once a second
+            if not self.failures:  # once per outage
                 log.warning("serveops exemplar exporter unreachable (%s); looking it up again", err)
-            self._failing, self._actor = True, None
+            self.failures, self._actor = self.failures + 1, None
         else:
-            self._failing = False
+            self.failures = 0
+
+    def delay_s(self) -> float:
+        return min(self.flush_s * 2 ** self.failures, MAX_BACKOFF_S)
 
     async def _ship_forever(self) -> None:
         while True:
             await self.ship()
-            await asyncio.sleep(self.flush_s)
+            await asyncio.sleep(self.delay_s())
 
 
 @functools.cache
