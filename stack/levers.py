@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.serving.settings import FIRST_CHUNK_AT_ONCE
+from stack.serving.settings import FIRST_CHUNK_AT_ONCE, ONE_HOP
 
 ENV = "SERVEOPS_LEVERS"
 NONE = "none"  # SERVEOPS_LEVERS=none: every lever off, whatever the ops config says
@@ -69,6 +69,15 @@ LEVERS: dict[str, Lever] = {
         env={},
         loses="nothing",
         llm_experimental=FIRST_CHUNK_AT_ONCE),
+    "one_hop_llm": Lever(
+        what="an LLM app with one model is one deployment: the validating ingress and the model's LLMServer "
+             "in the same replica (stack/serving/llm_app.py), so no Serve hop lies between them; with "
+             "several models the ingress keeps its hop, which routes each request to its model",
+        env={},
+        loses="the OpenAiIngress deployment: the one deployment is LLMServer:<model id>, sized and scaled "
+              "by the model's options (the ops config's llm.ingress options are unused), and a trace has no "
+              "span for the hop that is gone",
+        llm_experimental=ONE_HOP),
 }
 
 

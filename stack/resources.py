@@ -101,7 +101,8 @@ def _plain(app: str, name: str, options: DeploymentOptions, serve: Mapping[str, 
 
 
 def _llm_servers(profile: Profile, configs: list[Any]) -> list[Deployment]:
-    """One LLMServer deployment per model, as ray.serve.llm's build_llm_deployment makes it."""
+    """One LLMServer deployment per model, as ray.serve.llm's build_llm_deployment makes it (with the
+    one_hop_llm lever, the one model's deployment serves the routes too, with the same options)."""
     from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
     from ray.llm._internal.serve.core.server.builder import DEFAULT_DEPLOYMENT_OPTIONS, _get_deployment_name
     from ray.llm._internal.serve.core.server.llm_server import (
@@ -142,13 +143,19 @@ def deployments(profile: Profile) -> list[Deployment]:
     """Every deployment Serve runs for the profile: the LLM ingress, each LLMServer, the model apps'."""
     from ray.serve.llm import LLMConfig  # heavy (vLLM): imported when the model is built
 
+    from stack.serving.settings import one_hop
+
     # The LLM app's args as stack.serve_config writes them, which stack.serving.llm_app.build_app reads.
     args = serve_config.llm_application(profile)["args"]
     configs = [LLMConfig.model_validate(c) for c in args["llm_configs"]]
     # The ingress counts. It is a deployment like the others: Serve schedules its replicas as actors that
     # reserve CPU (1 each by default) on a worker, since the head runs no replicas on Kubernetes (num-cpus
     # 0). The HTTP proxy on the head (proxy_location HeadOnly) is another actor, outside this model.
-    found = [_ingress(profile, configs, args["ingress_deployment_config"]), *_llm_servers(profile, configs)]
+    if one_hop([c.experimental_configs for c in configs]):  # one deployment, ingress and model's server
+        found = _llm_servers(profile, configs)
+    else:
+        found = [_ingress(profile, configs, args["ingress_deployment_config"]),
+                 *_llm_servers(profile, configs)]
     for app in serve_config.MODEL_APPS:
         for entry in serve_config.model_application(app, profile)["deployments"]:
             name = entry["name"]

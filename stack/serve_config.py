@@ -39,13 +39,15 @@ def serve_config_path(profile: str) -> Path:
 
 
 def llm_application(profile: Profile) -> dict[str, Any]:
+    chosen = levers.chosen(profile.cluster.levers, {})
     return {
         "name": LLM_APP,
         "route_prefix": "/",
         "import_path": "stack.serving.llm_app:build_app",
         "runtime_env": {"env_vars": dict(profile.cluster.env)},
         "args": {
-            "llm_configs": [m.to_llm_config() for m in profile.llm.models],
+            # With the profile's LLM levers, so every reader of the app (resources too) sees how it is built.
+            "llm_configs": [with_llm_experimental(m.to_llm_config(), chosen) for m in profile.llm.models],
             "ingress_deployment_config": profile.llm.ingress.to_serve(),
         },
     }
@@ -122,21 +124,27 @@ def build(ops: OpsConfig, profile_name: str) -> dict[str, Any]:
         "logging_config": {"encoding": "JSON", "log_level": "INFO", "enable_access_log": True},
         "applications": apps,
     }
-    return with_llm_levers(config, levers.chosen(profile.cluster.levers, {}))
+    return config
+
+
+def with_llm_experimental(model: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """One LLM model's config, its experimental_configs with each LLM lever (stack/levers.py) on or off."""
+    experimental = model.setdefault("experimental_configs", {})
+    for key, on in levers.llm_experimental(names).items():
+        if on:
+            experimental[key] = True
+        else:
+            experimental.pop(key, None)
+    if not experimental:
+        del model["experimental_configs"]
+    return model
 
 
 def with_llm_levers(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Every LLM model's experimental_configs with each LLM lever (stack/levers.py) on or off."""
+    """Every LLM model's experimental_configs with each LLM lever on or off."""
     app = next(a for a in config["applications"] if a["name"] == LLM_APP)
     for model in app["args"]["llm_configs"]:
-        experimental = model.setdefault("experimental_configs", {})
-        for key, on in levers.llm_experimental(names).items():
-            if on:
-                experimental[key] = True
-            else:
-                experimental.pop(key, None)
-        if not experimental:
-            del model["experimental_configs"]
+        with_llm_experimental(model, names)
     return config
 
 

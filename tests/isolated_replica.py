@@ -281,18 +281,46 @@ class FakeLLM:
             yield model.model_validate({"model": self.model_id, "choices": [], "usage": usage})
 
 
+class FakeLLMServer:
+    """Stands in for the LLMServer a one-hop ingress (the one_hop_llm lever) starts in its own replica:
+    FakeLLM's answers through the server's methods. No engine is started."""
+
+    def __init__(self, model_id: str) -> None:
+        self._llm = FakeLLM(model_id)
+
+    async def start(self) -> None:
+        pass
+
+    async def chat(self, body: Any, raw: Any = None) -> Any:
+        return self._llm._answer(body, chat=True)
+
+    async def completions(self, body: Any, raw: Any = None) -> Any:
+        return self._llm._answer(body, chat=False)
+
+    async def check_health(self) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def no_ray() -> Iterator[None]:
     """Building the LLM app without Ray: ray.serve.llm's LLMServer options read the runtime context, whose
-    auto-init would start Ray or join a running cluster. Its deployments stay unbuilt (FakeLLM serves),
-    and any other call that would auto-init fails instead."""
+    auto-init would start Ray or join a running cluster. Its model deployments stay unbuilt (FakeLLM
+    serves); a one-hop ingress is bound without the model's options. Any other call that would auto-init
+    fails instead."""
+    from ray import serve
     from ray._private import auto_init_hook
 
     from stack.serving import llm_app
 
+    def unbuilt(llm_config: Any, *, deployment_cls: Any = None, bind_kwargs: Any = None, **_: Any) -> Any:
+        if deployment_cls is None or deployment_cls is llm_app.LLMServer:
+            return None
+        return serve.deployment(deployment_cls, name=f"LLMServer:{llm_config.model_id}").bind(
+            llm_config=llm_config, **(bind_kwargs or {}))
+
     saved = auto_init_hook.enable_auto_connect, llm_app.build_llm_deployment
     auto_init_hook.enable_auto_connect = False
-    llm_app.build_llm_deployment = lambda llm_config, **_: None
+    llm_app.build_llm_deployment = unbuilt
     try:
         yield
     finally:
@@ -300,10 +328,20 @@ def no_ray() -> Iterator[None]:
 
 
 def llm_replica(built: Any, entry: dict[str, Any], portal: Any = None) -> Replica:
-    """The LLM app's ingress replica (stack.serving.llm_app, strict models and all) over FakeLLMs.
-    Build it under no_ray()."""
-    models = built._bound_deployment.init_kwargs["llm_deployments"]
-    return Replica(built, entry, portal=portal, llm_deployments={m: FakeLLM(m) for m in models})
+    """The LLM app's ingress replica (stack.serving.llm_app, strict models and all) over FakeLLMs, or, one
+    hop (the one_hop_llm lever), over the FakeLLMServer it starts. Build it under no_ray()."""
+    from stack.serving import llm_app
+
+    kwargs = built._bound_deployment.init_kwargs
+    if "llm_config" not in kwargs:
+        fakes = {m: FakeLLM(m) for m in kwargs["llm_deployments"]}
+        return Replica(built, entry, portal=portal, llm_deployments=fakes)
+    server = FakeLLMServer(kwargs["llm_config"].model_id)
+    llm_app.LLMServer.sync_init = classmethod(lambda cls, config: server)  # the engine it would start
+    try:
+        return Replica(built, entry, portal=portal)
+    finally:
+        del llm_app.LLMServer.sync_init  # Ray's again
 
 
 def main(config_path: str, out_path: str) -> None:

@@ -2,7 +2,8 @@
 
 The apps are built from stack/serve/cpu.yaml as Serve builds them and served by instances of their
 ingress classes (tests/isolated_replica.py), on one event loop: MiniLM, the sentiment head and the
-tenant store are the real models; the LLM ingress runs over a stand-in LLM (FakeLLM). Every generated
+tenant store are the real models; the LLM ingress runs over a stand-in LLM (FakeLLM), as the cpu profile
+builds it (one hop, the one_hop_llm lever) and with a hop to the model's deployment. Every generated
 request (loadtests/bench/openapi_fuzz.py: bodies from the spec and near it, malformed JSON, other
 content types, any bytes in headers) must get no 5xx, and a 4xx only with the contract's JSON error.
 Also, per app: 413 for a body over the limit, with Content-Length and chunked, and a 400 naming a
@@ -21,6 +22,7 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 
 from loadtests.bench.openapi_fuzz import FuzzRequest, spec_requests, violations
+from stack.serving.settings import ONE_HOP
 from tests.isolated_replica import (
     Answer,
     Replica,
@@ -36,8 +38,17 @@ from tests.test_serving_isolation import SERVE_CONFIG
 
 CONFIG = yaml.safe_load(SERVE_CONFIG.read_text())
 APPS = ("embed", "classify", "predict", "llm")
+FUZZED = (*APPS, "llm-two-hop")  # the body limits and headers are the same middleware for both LLM builds
+
+
+def two_hop(config: dict[str, Any]) -> dict[str, Any]:
+    """The LLM app's entry without the one_hop_llm lever (as the gpu profile runs it)."""
+    entry = json.loads(json.dumps(entry_of(config, "llm")))
+    for model in entry["args"]["llm_configs"]:
+        model.get("experimental_configs", {}).pop(ONE_HOP, None)
+    return entry
 # Per app; the unit suite's share of the fuzz. The live test and `make bench` run more.
-EXAMPLES = {"embed": 50, "classify": 80, "predict": 80, "llm": 100}
+EXAMPLES = {"embed": 50, "classify": 80, "predict": 80, "llm": 100, "llm-two-hop": 50}
 TENANT = "serve_multiplexed_model_id"
 GOOD = {
     "embed": ("/", {"text": ["first text", "second text"]}, {}),
@@ -45,6 +56,7 @@ GOOD = {
     "predict": ("/", {"features": [0.5, -1, 2, 0, 1.5, -0.25, 3, 1]}, {TENANT: "acme"}),
     "llm": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}, {}),
 }
+GOOD["llm-two-hop"] = GOOD["llm"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +67,8 @@ def replicas() -> Iterator[dict[str, Replica]]:
         patch.setattr(serve, "get_replica_context", lambda: Replica.current)
         with no_ray():
             built = build(CONFIG, APPS)
+            hop = two_hop(CONFIG)
+            built["llm-two-hop"] = build({"applications": [hop]}, ("llm",))["llm"]
         embed = Replica(built["embed"], entry_of(CONFIG, "embed"), portal=portal)
         classifier = real_classifier(built["classify"]._bound_deployment.init_args[1], embed)
         yield {
@@ -62,6 +76,7 @@ def replicas() -> Iterator[dict[str, Replica]]:
             "classify": pipeline_replica(built["classify"], entry_of(CONFIG, "classify"), classifier, portal),
             "predict": predict_replica(built["predict"], entry_of(CONFIG, "predict"), portal),
             "llm": llm_replica(built["llm"], entry_of(CONFIG, "llm"), portal),
+            "llm-two-hop": llm_replica(built["llm-two-hop"], hop, portal),
         }
 
 
@@ -96,7 +111,14 @@ def assert_serving(replica: Replica, app: str) -> None:
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("app", APPS)
+def test_the_llm_app_is_fuzzed_as_both_builds(replicas: dict[str, Replica]) -> None:
+    from stack.serving.llm_app import OneHopIngress
+
+    assert isinstance(replicas["llm"].instance, OneHopIngress)  # the cpu profile's one_hop_llm
+    assert not isinstance(replicas["llm-two-hop"].instance, OneHopIngress)
+
+
+@pytest.mark.parametrize("app", FUZZED)
 def test_fuzz_the_spec(replicas: dict[str, Replica], app: str) -> None:
     replica = replicas[app]
     strategy = spec_requests(replica.openapi(), known_values(replicas))

@@ -82,7 +82,7 @@ BREAKS: dict[str, tuple[str, str, Callable[[dict[str, Any]], Any], list[str]]] =
     "max-replicas": ("3", "cpu",
                      lambda r: _dep(r, "cpu", "embed", "Embedder")["autoscaling_config"].update(
                          max_replicas=10),
-                     ["CPU 14.75 > 80% of 12 = 9.6", "Embedder 10x(CPU 1"]),
+                     ["CPU 13.75 > 80% of 12 = 9.6", "Embedder 10x(CPU 1"]),
     "downscale": ("4", "cpu",
                   lambda r: _dep(r, "cpu", "predict", "TenantModels")["autoscaling_config"].update(
                       downscale_delay_s=60),
@@ -110,7 +110,7 @@ def test_live_cluster_wins_over_profile_settings(last_good: Path) -> None:
     small = Live(cluster={"CPU": 4.0, "GPU": 0.0, "memory": 8 * GIB})
     result = _results(_raw(), "cpu", last_good, small)["3"]
     assert result.status == "FAIL"
-    assert "live Ray cluster" in result.reason and "CPU 5.75 > 80% of 4 = 3.2" in result.reason
+    assert "live Ray cluster" in result.reason and "CPU 4.75 > 80% of 4 = 3.2" in result.reason
 
 
 def test_unload_time_measured_live(last_good: Path) -> None:

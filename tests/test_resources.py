@@ -38,7 +38,8 @@ def _headroom(raw: dict[str, Any], profile: str) -> preflight.Result:
 CLASSIFY = ("Pipeline", "Preprocessor", "Classifier", "Postprocessor")
 # name -> (CPU, GPU, GiB per replica, min, max): the committed ops config as Serve runs it.
 EXPECTED = {
-    "cpu": {INGRESS: (1, 0, 0, 1, 1), LLM: (2, 0, 4, 1, 1), "embed/Embedder": (1, 0, 1.5, 1, 1),
+    # cpu: no ingress, the one_hop_llm lever (the model's deployment serves the routes)
+    "cpu": {LLM: (2, 0, 4, 1, 1), "embed/Embedder": (1, 0, 1.5, 1, 1),
             **{f"classify/{n}": (0.25, 0, 0.375, 1, 1) for n in CLASSIFY},
             "classify/Preprocessor": (0.25, 0, 0.375, 2, 2),  # two: the hung-replica lever
             "predict/TenantModels": (0.5, 0, 0.5, 0, 1)},
@@ -102,14 +103,17 @@ def test_cpu_profile_without_bundles_asks_for_a_gpu() -> None:
 
 def test_the_ingress_counts() -> None:
     """One ingress, at Serve's default 1 CPU; in preflight's sum and in the CPU workers' bounds; and not in
-    the checks of options the ops config sets (items 1, 4, 5, 6)."""
+    the checks of options the ops config sets (items 1, 4, 5, 6). None with the one_hop_llm lever (cpu):
+    the model's deployment is the ingress, and its options are the ops config's."""
     ops = load()
-    for profile in ("cpu", "gpu"):
-        ingress = [d for d in resources.deployments(ops.profile(profile)) if d.ingress]
-        assert [d.name for d in ingress] == [INGRESS]
-        ctx = preflight.Context(ops, profile)
-        assert f"{INGRESS} 1x(CPU 1)" in preflight.max_replicas_headroom(ctx).reason
-        assert INGRESS not in {d.name for d in ctx.configured}
+    assert "one_hop_llm" in ops.profile("cpu").cluster.levers
+    assert not [d for d in resources.deployments(ops.profile("cpu")) if d.ingress]
+    assert LLM in {d.name for d in preflight.Context(ops, "cpu").configured}
+    ingress = [d for d in resources.deployments(ops.profile("gpu")) if d.ingress]
+    assert [d.name for d in ingress] == [INGRESS]
+    ctx = preflight.Context(ops, "gpu")
+    assert f"{INGRESS} 1x(CPU 1)" in preflight.max_replicas_headroom(ctx).reason
+    assert INGRESS not in {d.name for d in ctx.configured}
     groups = {g.name: g for g in sizing.worker_groups(ops.profile("gpu"))}
     assert INGRESS in [d.name for d in groups["cpu-workers"].deployments]
 
@@ -132,7 +136,7 @@ def test_preflight_and_sizing_add_up_the_same(profile: str) -> None:
     for key, value in at_max.resources().items():
         assert not value or f"{key} {preflight._amount(key, value)} " in reason, (key, reason)
     # cpu: two Preprocessor replicas (0.25 CPU, 384 MiB each) since the hung-replica lever
-    expected = {"cpu": Demand(5.75, 0, 7.875 * GIB), "gpu": Demand(33, 5, 60 * GIB)}
+    expected = {"cpu": Demand(4.75, 0, 7.875 * GIB), "gpu": Demand(33, 5, 60 * GIB)}
     assert at_max == expected[profile]
 
 

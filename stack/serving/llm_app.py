@@ -10,6 +10,9 @@ and it records what the Serve layer sees of each LLM request: an `llm.request` s
 completion tokens, the time to first token of streamed responses, and whether the request was good by
 its model's goodput objectives (serveops_llm_goodput).
 
+With the one_hop_llm lever and one model, the app is one deployment: the validating ingress and the
+model's LLMServer in the same replica (OneHopIngress), so no Serve hop lies between them.
+
 `serve deploy stack/serve/cpu.yaml` imports `stack.serving.llm_app:build_app` with the file's args.
 """
 
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
 from ray.llm._internal.serve.core.configs import openai_api_models as vllm_models
+from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
 from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
 from ray.llm._internal.serve.core.ingress.builder import LLMServingArgs
 from ray.llm._internal.serve.core.ingress.ingress import (
@@ -49,7 +53,7 @@ from stack.serving.observability.logs import install_trace_log_filter
 from stack.serving.observability.metrics import metrics
 from stack.serving.observability.tracing import tracer
 from stack.serving.schemas import ChatRequestBase, CompletionRequestBase, RequestModels, request_models
-from stack.serving.settings import Goodput, LLMArgs, parse_args
+from stack.serving.settings import Goodput, LLMArgs, one_hop, parse_args
 
 # Only the routes a chat model needs; the stock app's /tokenize, /detokenize, /v1/embeddings and
 # /v1/score 500 on a chat model.
@@ -249,10 +253,63 @@ class ValidatingIngress(OpenAiIngress):
                                     super().completions, request)
 
 
-def bounded_ingress(models: RequestModels) -> type[ValidatingIngress]:
-    """ValidatingIngress whose routes take the request models bounded by the app's limits."""
+class _LocalMethod:
+    def __init__(self, method: Callable[..., Awaitable[AsyncIterator[Any]]]) -> None:
+        self._method = method
 
-    class BoundedIngress(ValidatingIngress):
+    async def remote(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        # What a streaming handle call yields: the items of the generator the server's method returns.
+        async for item in await self._method(*args, **kwargs):
+            yield item
+
+
+class LocalModel:
+    """What OpenAiIngress takes for a model's DeploymentHandle, for a server in the same replica.
+
+    `handle.options(stream=True).chat.remote(body, raw)` calls the server's method in this process: the
+    body is not pickled, no actor call is made, and each chunk is not a streamed object ref.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def options(self, **_: Any) -> "LocalModel":
+        return self  # stream=True, a session id: one server, nothing to route
+
+    def __getattr__(self, method: str) -> _LocalMethod:
+        return _LocalMethod(getattr(self._server, method))
+
+
+class OneHopIngress(ValidatingIngress):
+    """The validating ingress with the model's LLMServer in its own replica (the one_hop_llm lever).
+
+    The deployment is sized, named and scaled as the model's LLMServer (its placement group, its
+    autoscaling, `LLMServer:<model id>`), and healthy while the engine is.
+    """
+
+    async def __init__(self, llm_config: LLMConfig, **kwargs: Any) -> None:
+        server = LLMServer.sync_init(llm_config)
+        await server.start()
+        self._server = server
+        model = llm_config.model_id
+        super().__init__({model: LocalModel(server)}, {model: to_model_metadata(model, llm_config)}, **kwargs)
+
+    @classmethod
+    def get_deployment_options(cls, llm_config: LLMConfig) -> dict[str, Any]:
+        return LLMServer.get_deployment_options(llm_config)
+
+    async def check_health(self) -> None:
+        await self._server.check_health()
+
+    async def __del__(self) -> None:
+        await self._server.__del__()
+
+
+def bounded_ingress(models: RequestModels, base: type[ValidatingIngress] = ValidatingIngress
+                    ) -> type[ValidatingIngress]:
+    """The ingress class whose routes take the request models bounded by the app's limits."""
+
+    class BoundedIngress(base):
         async def chat(self, body: models.ChatRequest, request: Request) -> Response:
             return await super().chat(body, request)
 
@@ -280,13 +337,25 @@ def build_app(args: dict[str, Any]):
     llm_args = {k: v for k, v in args.items() if k not in OUR_ARGS}
     serving = LLMServingArgs.model_validate(with_resolved_sources(llm_args))
     configs = serving.llm_configs
+    fastapi_app = harden(init(), limits)
+    fastapi_app.title = "serveops OpenAI API"
+    fastapi_app.add_exception_handler(vllm_models.OpenAIHTTPException, on_openai_error)
+    checks = {
+        "max_model_lens": {c.model_id: int(c.engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN))
+                           for c in configs},
+        "max_prompt_chars": limits.max_prompt_chars,
+        "goodput": {model: g.model_dump() for model, g in ours.goodput.items()},
+    }
+    if one_hop([c.experimental_configs for c in configs]):
+        ingress = make_fastapi_ingress(bounded_ingress(request_models(limits), OneHopIngress),
+                                       endpoint_map=ENDPOINTS, app=fastapi_app)
+        # Named, sized and scaled as the model's LLMServer deployment would be; the ingress options unused.
+        return build_llm_deployment(configs[0], name_prefix="LLMServer:", deployment_cls=ingress,
+                                    bind_kwargs=checks)
     options = maybe_apply_llm_deployment_config_defaults(
         ValidatingIngress.get_deployment_options(configs), serving.ingress_deployment_config
     )
     options.setdefault("name", "OpenAiIngress")
-    fastapi_app = harden(init(), limits)
-    fastapi_app.title = "serveops OpenAI API"
-    fastapi_app.add_exception_handler(vllm_models.OpenAIHTTPException, on_openai_error)
     ingress = make_fastapi_ingress(
         bounded_ingress(request_models(limits)), endpoint_map=ENDPOINTS, app=fastapi_app
     )
@@ -295,8 +364,5 @@ def build_app(args: dict[str, Any]):
         llm_deployments={c.model_id: build_llm_deployment(c, name_prefix="LLMServer:",
                                                           deployment_cls=LLMServer) for c in configs},
         model_cards={c.model_id: to_model_metadata(c.model_id, c) for c in configs},
-        max_model_lens={c.model_id: int(c.engine_kwargs.get("max_model_len", DEFAULT_MAX_MODEL_LEN))
-                        for c in configs},
-        max_prompt_chars=limits.max_prompt_chars,
-        goodput={model: g.model_dump() for model, g in ours.goodput.items()},
+        **checks,
     )

@@ -16,6 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # The LLM lever first_chunk_at_once, as a model's experimental_configs key: stack/levers.py sets it in the
 # Serve config and stack/serving/llm_server.py reads it (here, so neither imports the other's weight).
 FIRST_CHUNK_AT_ONCE = "serveops_first_chunk_at_once"
+# The LLM lever one_hop_llm, the same way: stack/serving/llm_app.py builds an app with one model as one
+# deployment, the validating ingress and the model's server in the same replica.
+ONE_HOP = "serveops_one_hop"
+
+
+def one_hop(experimental_configs: list[Mapping[str, Any]]) -> bool:
+    """Whether the LLM app with these models' experimental_configs is built as one deployment.
+
+    Only with one model: with several, the ingress's hop is what routes each request to its model.
+    """
+    return len(experimental_configs) == 1 and bool(experimental_configs[0].get(ONE_HOP))
 
 
 class _Strict(BaseModel):
