@@ -168,6 +168,10 @@ def test_local_model_is_what_the_ingress_takes_for_a_handle() -> None:
 
     (answer,) = asyncio.run(run())
     assert answer.choices[0].message.content == "hi" and server.seen == [body]
+    # a LoRA adapter's id (Ray routes it by multiplexed model id): refused, not answered by the base model
+    with pytest.raises(api_errors.ApiError) as err:
+        llm_app.LocalModel(server).options(stream=True, multiplexed_model_id=f"{MODEL}:adapter")
+    assert err.value.status == 404 and err.value.param == "model"
 
 
 def test_one_hop_only_for_one_model_with_the_lever() -> None:

@@ -273,7 +273,13 @@ class LocalModel:
     def __init__(self, server: Any) -> None:
         self._server = server
 
-    def options(self, **_: Any) -> "LocalModel":
+    def options(self, *, multiplexed_model_id: str = "", **_: Any) -> "LocalModel":
+        if multiplexed_model_id:
+            # Serve's multiplexing is what tells LLMServer which LoRA adapter to load; with no handle
+            # between them the base model would answer a request for the adapter.
+            raise api_errors.ApiError(
+                404, f"model: {multiplexed_model_id} is a LoRA adapter; the one_hop_llm lever serves base "
+                "models only", "model", "not_found")
         return self  # stream=True, a session id: one server, nothing to route
 
     def __getattr__(self, method: str) -> _LocalMethod:
