@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from ray import serve
 from ray.llm._internal.serve.core.configs import openai_api_models as vllm_models
+from ray.serve import context as serve_context
 from ray.serve.llm import LLMConfig
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -36,6 +38,9 @@ class StandInServer:
         self.started = True
 
     async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:
+        # as LLMServer does: a multiplexed model id is a LoRA adapter to load, and with none configured
+        if serve.get_multiplexed_model_id():
+            raise ValueError("Must setup lora config for multiplexed requests.")
         self.seen.append(request)
         return self._answer(request)
 
@@ -138,6 +143,21 @@ def test_a_stream_is_observed_as_with_two_hops(one_hop_ingress) -> None:
     assert not any('"usage"' in e for e in events)  # asked for by the ingress, dropped: the client did not
     assert server.seen[0].stream_options.include_usage is True
     assert [t["verdict"] for t in counter.tags if "verdict" in t] == ["good"]
+
+
+def test_the_request_s_multiplexing_header_does_not_reach_the_server(one_hop_ingress) -> None:
+    """Serve puts a request's serve_multiplexed_model_id header in the request context; with two hops the
+    model's server never saw it (a handle call has its own context), and one hop keeps it so."""
+    ing, server, _ = one_hop_ingress
+
+    async def run() -> tuple[str, str]:
+        serve_context._set_request_context(multiplexed_model_id="!")
+        text = await body_of(await ing.chat(chat_body(stream=True), request()))
+        return text, serve.get_multiplexed_model_id()
+
+    text, after = asyncio.run(run())
+    assert text.rstrip().endswith("[DONE]") and len(server.seen) == 1
+    assert after == "!"  # the request's own context is left as it was
 
 
 def test_bad_input_is_refused_before_the_server_sees_it(one_hop_ingress) -> None:

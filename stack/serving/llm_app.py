@@ -20,6 +20,7 @@ model's LLMServer in the same replica (OneHopIngress), so no Serve hop lies betw
 # and the types are built in build_app() from the app's limits.
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,7 @@ from ray.llm._internal.serve.core.ingress.ingress import (
     make_fastapi_ingress,
 )
 from ray.llm._internal.serve.core.server.builder import build_llm_deployment
+from ray.serve import context as serve_context
 from starlette.responses import Response, StreamingResponse
 from vllm.exceptions import VLLMValidationError
 
@@ -259,7 +261,16 @@ class _LocalMethod:
 
     async def remote(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         # What a streaming handle call yields: the items of the generator the server's method returns.
-        async for item in await self._method(*args, **kwargs):
+        # A handle call starts a request context of its own; this one is the HTTP request's, whose
+        # serve_multiplexed_model_id header LLMServer would take for a LoRA adapter to load (with two
+        # hops the header never reaches it). The server reads it before it returns its stream.
+        plain = dataclasses.replace(serve_context._get_serve_request_context(), multiplexed_model_id="")
+        token = serve_context._serve_request_context.set(plain)
+        try:
+            stream = await self._method(*args, **kwargs)
+        finally:
+            serve_context._serve_request_context.reset(token)
+        async for item in stream:
             yield item
 
 
