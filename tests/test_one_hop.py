@@ -22,6 +22,7 @@ from stack.config import load
 from stack.serving import api_errors, llm_app
 from stack.serving.schemas import request_models
 from stack.serving.settings import FIRST_CHUNK_AT_ONCE, ONE_HOP, one_hop
+from tests.test_goodput import Recorder
 
 MODEL = "tiny-llama"
 
@@ -69,24 +70,13 @@ class StandInServer:
         self.stopped = True
 
 
-class Counter:
-    def __init__(self) -> None:
-        self.tags: list[dict[str, str]] = []
-
-    def inc(self, *_: Any, tags: dict[str, str] | None = None, **__: Any) -> None:
-        self.tags.append(dict(tags or {}))
-
-    def observe(self, *_: Any, **__: Any) -> None:
-        pass
-
-
 def llm_config() -> LLMConfig:
     return LLMConfig.model_validate(load().profile("cpu").llm.models[0].to_llm_config())
 
 
 @pytest.fixture
-def one_hop_ingress(monkeypatch: pytest.MonkeyPatch) -> tuple[llm_app.OneHopIngress, StandInServer, Counter]:
-    server, counter = StandInServer(), Counter()
+def one_hop_ingress(monkeypatch: pytest.MonkeyPatch) -> tuple[llm_app.OneHopIngress, StandInServer, Recorder]:
+    server, counter = StandInServer(), Recorder()
     monkeypatch.setattr(llm_app.LLMServer, "sync_init", classmethod(lambda cls, config: server))
     metrics = type("M", (), {name: counter for name in (
         "llm_goodput", "llm_ttft_ms", "input_chars", "input_tokens", "llm_prompt_tokens",
@@ -128,7 +118,7 @@ def test_the_server_starts_in_the_replica_and_the_ingress_calls_it_in_process(on
     assert isinstance(response, JSONResponse) and json.loads(text)["choices"][0]["message"]["content"] == "hi"
     # the very request object the route validated, not a pickled copy: no hop between them
     assert len(server.seen) == 1 and server.seen[0].model == MODEL
-    assert [t["verdict"] for t in counter.tags if "verdict" in t] == ["good"]
+    assert [t["verdict"] for t in counter.counted if "verdict" in t] == ["good"]
 
 
 def test_a_stream_is_observed_as_with_two_hops(one_hop_ingress) -> None:
@@ -142,7 +132,7 @@ def test_a_stream_is_observed_as_with_two_hops(one_hop_ingress) -> None:
     assert events[-1] == "[DONE]" and sum('"content": "hi"' in e for e in events) == 2
     assert not any('"usage"' in e for e in events)  # asked for by the ingress, dropped: the client did not
     assert server.seen[0].stream_options.include_usage is True
-    assert [t["verdict"] for t in counter.tags if "verdict" in t] == ["good"]
+    assert [t["verdict"] for t in counter.counted if "verdict" in t] == ["good"]
 
 
 def test_the_request_s_multiplexing_header_does_not_reach_the_server(one_hop_ingress) -> None:
