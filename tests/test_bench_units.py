@@ -168,6 +168,23 @@ def test_verdict(goal: Goal, per_repeat: list[float], verdict: str) -> None:
     assert spread.verdict(spread.figure(per_repeat)["value"], per_repeat, goal) == verdict
 
 
+@pytest.mark.parametrize(("per_repeat", "floor", "verdict"), [
+    ([0.78, 0.81], 0.45, "noisy"),  # a miss by 0.17 where the same setting moved 0.45 against itself
+    ([0.78, 0.81], 0.1, "missed"),  # ... and where it moved 0.1: a miss the noise cannot explain
+    ([1.0, 1.01], 0.05, "noisy"),  # a pass by 0.035 inside an A/A floor of 0.05
+    ([1.0, 1.01], 0.01, "met"),
+    ([1.0, 1.01], math.nan, "noisy"),
+])
+def test_verdict_with_an_aa_floor(per_repeat: list[float], floor: float, verdict: str) -> None:
+    goal = Goal(min=0.97)
+    assert spread.verdict(spread.figure(per_repeat)["value"], per_repeat, goal, floor) == verdict
+    doc = {"instrumentation_throughput_ratio": {**spread.figure(per_repeat), "null": {"floor": floor}}}
+    results.judge(doc, {"instrumentation_throughput_ratio": goal})
+    judged = doc["instrumentation_throughput_ratio"]
+    assert judged["verdict"] == verdict and judged["met"] is (verdict == "met")
+    assert judged["noise"]["null_floor"] == floor or math.isnan(floor)
+
+
 def test_verdict_needs_every_repeat_not_the_mean() -> None:
     """The case a mean-only judge gets wrong: it would pass this figure."""
     goal, per_repeat = Goal(max=1.03), [1.0, 1.01, 1.05]
@@ -412,11 +429,33 @@ def test_instrumentation_pairs_each_off_run_with_its_neighbours() -> None:
     r = instrumentation.pair_ratios(runs, "/r")
     assert r["latency_ratio"]["per_repeat"] == [1.1, 1.3] and r["latency_ratio"]["value"] == 1.2
     assert r["throughput_ratio"]["per_repeat"] == [0.95, 0.85]
+    # A/A: each full run against the next one.
+    assert r["latency_ratio"]["null"]["per_repeat"] == [1.2, 1.167]
+    assert r["throughput_ratio"]["null"]["per_repeat"] == [0.9, 0.889]
     per_route = {route: instrumentation.pair_ratios(runs, route) for route in ("/r", "/s")}
     assert instrumentation.worst(per_route, "latency_ratio", max) == [1.1, 1.3]
     assert instrumentation.worst(per_route, "throughput_ratio", min) == [0.95, 0.85]
+    assert instrumentation.null_floor(per_route, "latency_ratio") == 0.2  # /r's 12 ms after 10; /s held
+    assert instrumentation.null_floor(per_route, "throughput_ratio") == 0.111
     with pytest.raises(ValueError, match="full run on either side"):
         instrumentation.pair_ratios({"full": runs["full"][:2], "off": runs["off"]}, "/r")
+
+
+def test_instrumentation_table_shows_each_run_and_its_cpu() -> None:
+    def run(rps: float, ms: float) -> dict[str, Any]:
+        spent = {"ray::ServeReplica:embed:Embedder": ms, "all": ms + 1}
+        return {"/r": {"latency": {"p50_ms": 10.0}, "throughput": {"ok_per_s": rps, "cpu_ms": spent}}}
+
+    runs = {"full": [run(100.0, 6.0), run(120.0, 5.0), run(110.0, 7.0)],
+            "off": [run(90.0, 8.0), run(100.0, 6.0)]}
+    per_route = {"/r": instrumentation.pair_ratios(runs, "/r")}
+    figure = {"per_route": per_route, "null": {"floor": 0.2}}
+    table = instrumentation.markdown(figure)
+    assert "| /r | full | 100, 120, 110 | 10, 10, 10 | ServeReplica:embed:Embedder 6.00, all 7.00 |" in table
+    assert "| /r | off | 90, 100 | 10, 10 | ServeReplica:embed:Embedder 7.00, all 8.00 |" in table
+    doc = {"instrumentation_throughput_ratio": figure,
+           "instrumentation_latency_ratio": {"null": {"floor": 0.1}}}
+    assert "A/A floor: throughput 0.2, latency 0.1" in results.markdown(doc)
 
 
 def test_every_goal_names_a_figure_the_bench_fills() -> None:

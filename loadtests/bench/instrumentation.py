@@ -2,6 +2,11 @@
 and off. Switching needs a fresh head (the proxy reads tracing settings at start), so the runs go
 full, off, full (off, full again per further repeat): every off run sits between two full ones, and
 each repeat's ratio sets the off run against the mean of its two neighbours, so drift shows as spread.
+
+Each full run is also set against the next (an A/A comparison): on a 2-core box two heads with the same
+settings have served /embed 20% apart, and a ratio that moves that much with nothing changed cannot judge
+a 3% goal (spread.verdict's null_floor). CPU ms per request by process group, per run, says where
+instrumentation's cost would show.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import stack_client
-from loadtests.bench import spread, wrk
+from loadtests.bench import cpu, spread, wrk
 from stack.config import BenchMode, OpsConfig
 from stack.local import instrumentation
 from stack.serving.observability import switch
@@ -31,8 +36,10 @@ def measure(ops: OpsConfig, mode: BenchMode) -> dict[str, dict[str, Any]]:
         url = f"{ops.listen.serve_url}{route}"
         wrk.run(url, body, bench.throughput_concurrency, mode.warmup_s)
         latency = wrk.run(url, body, bench.latency_concurrency, mode.duration_s)
+        before = cpu.snapshot()
         throughput = wrk.run(url, body, bench.throughput_concurrency, mode.duration_s)
-        out[route] = {"latency": latency.as_dict(), "throughput": throughput.as_dict()}
+        spent = cpu.per_request_ms(before, cpu.snapshot(), throughput.requests)
+        out[route] = {"latency": latency.as_dict(), "throughput": {**throughput.as_dict(), "cpu_ms": spent}}
     return out
 
 
@@ -47,6 +54,7 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
             restart(side, log)
         runs[side].append(measure(ops, mode))
     per_route = {route: pair_ratios(runs, route) for route in ops.bench.instrumentation_routes}
+    null = "each full run against the next, same settings (A/A): the ratio's largest distance from 1"
     inputs = {"routes": ops.bench.instrumentation_routes,
               "order": ", ".join(order) + " (a fresh head each switch)",
               "full_means": "custom metrics, request observer, spans at sampling "
@@ -57,10 +65,12 @@ def figures(ops: OpsConfig, mode: BenchMode, out: Path) -> dict[str, Any]:
     return {
         "instrumentation_latency_ratio": {
             **spread.figure(worst(per_route, "latency_ratio", max)),
+            "null": {"floor": null_floor(per_route, "latency_ratio"), "what": null},
             "inputs": {**inputs, "statistic": "p50 full / p50 off; the worst route, per repeat"},
             "per_route": per_route},
         "instrumentation_throughput_ratio": {
             **spread.figure(worst(per_route, "throughput_ratio", min)),
+            "null": {"floor": null_floor(per_route, "throughput_ratio"), "what": null},
             "inputs": {**inputs, "statistic": "requests/s full / off; the worst route, per repeat"},
             "per_route": per_route},
     }
@@ -70,7 +80,8 @@ def pair_ratios(runs: dict[str, list[dict[str, Any]]], route: str) -> dict[str, 
     """Per off run, full / off for one route, full being the mean of the full runs either side of it
     (runs go full, off, full, ...: off run i sits between full runs i and i + 1)."""
     seen = {side: {"p50_ms": [r[route]["latency"]["p50_ms"] for r in runs[side]],
-                   "ok_per_s": [r[route]["throughput"]["ok_per_s"] for r in runs[side]]} for side in runs}
+                   "ok_per_s": [r[route]["throughput"]["ok_per_s"] for r in runs[side]],
+                   "cpu_ms": [r[route]["throughput"].get("cpu_ms", {}) for r in runs[side]]} for side in runs}
     if len(seen["full"]["p50_ms"]) != len(seen["off"]["p50_ms"]) + 1:
         raise ValueError("every off run needs a full run on either side")
 
@@ -78,8 +89,33 @@ def pair_ratios(runs: dict[str, list[dict[str, Any]]], route: str) -> dict[str, 
         full, off = seen["full"][key], seen["off"][key]
         return [(full[i] + full[i + 1]) / 2 / off[i] for i in range(len(off))]
 
-    return {"latency_ratio": spread.figure(ratios("p50_ms")),
-            "throughput_ratio": spread.figure(ratios("ok_per_s")), "runs": seen}
+    def null(key: str) -> list[float]:
+        full = seen["full"][key]
+        return [full[i + 1] / full[i] for i in range(len(full) - 1)]
+
+    return {name: {**spread.figure(ratios(key)), "null": spread.figure(null(key))}
+            for name, key in (("latency_ratio", "p50_ms"), ("throughput_ratio", "ok_per_s"))} | {"runs": seen}
+
+
+def null_floor(per_route: dict[str, dict[str, Any]], ratio: str) -> float:
+    """The furthest any route's A/A ratio (a full run against the next) strayed from 1."""
+    return round(max(abs(v - 1) for r in per_route.values() for v in r[ratio]["null"]["per_repeat"]), 3)
+
+
+def markdown(figure: dict[str, Any]) -> str:
+    """Per route and side: req/s and p50 of each run, and the busiest groups' mean CPU ms per request."""
+    rows = ["| route | instrumentation | req/s per run | p50 ms per run | CPU ms per request (mean) |",
+            "|---|---|---|---|---|"]
+    for route, r in figure["per_route"].items():
+        for side, seen in r["runs"].items():
+            groups: dict[str, list[float]] = {}
+            for spent in seen["cpu_ms"]:
+                for group, ms in spent.items():
+                    groups.setdefault(group, []).append(ms)
+            shown = ", ".join(f"{g.removeprefix('ray::')} {sum(v) / len(v):.2f}" for g, v in groups.items())
+            rows.append(f"| {route} | {side} | {', '.join(f'{v:g}' for v in seen['ok_per_s'])} | "
+                        f"{', '.join(f'{v:g}' for v in seen['p50_ms'])} | {shown} |")
+    return "\n".join(rows) + "\n"
 
 
 def worst(per_route: dict[str, dict[str, Any]], ratio: str,

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import levers, spread
+from loadtests.bench import instrumentation, levers, spread
 from stack.config import Goal
 
 # Figures in the order the table shows them; each unit says how to read the value.
@@ -63,12 +63,14 @@ def judge(results: dict[str, Any], goals: dict[str, Goal]) -> None:
         value = float(figure["value"])
         repeats = [float(v) for v in figure.get("per_repeat") or [value]]
         figure["goal"] = str(goal)
-        figure["verdict"] = spread.verdict(value, repeats, goal)
+        null = figure.get("null") if isinstance(figure.get("null"), dict) else {}
+        figure["verdict"] = spread.verdict(value, repeats, goal, null.get("floor"))
         figure["met"] = figure["verdict"] == "met"
         # With one repeat there is no spread to set against the margin: say so rather than imply it held.
         figure["noise"] = {"repeats": len(repeats), "judged": len(repeats) > 1,
                            "spread": round(max(repeats) - min(repeats), 6),
-                           "margin": round(abs(value - spread.bound(goal)), 6)}
+                           "margin": round(abs(value - spread.bound(goal)), 6),
+                           **({"null_floor": null["floor"]} if "floor" in null else {})}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -91,6 +93,12 @@ def markdown(results: dict[str, Any]) -> str:
                         f"{a['alerting_s']} | {a['bound_s']:g} | {a['within_bound']} |")
     elif isinstance(detection, dict):
         rows.append(f"\ndetection_latency_s: {detection.get('error') or detection.get('skipped')}")
+    figure = results.get("instrumentation_throughput_ratio")
+    if isinstance(figure, dict) and "per_route" in figure:
+        rows += ["", "Instrumentation, each run (runs alternate full and off on a fresh head; "
+                 f"A/A floor: throughput {figure['null']['floor']}, latency "
+                 f"{results['instrumentation_latency_ratio']['null']['floor']}).", "",
+                 instrumentation.markdown(figure).rstrip("\n")]
     section = results.get("levers")
     if isinstance(section, dict) and "compared" in section:
         rows += ["", "Levers: each alone and the kept set against no levers, in this run "
