@@ -15,7 +15,7 @@ import dataclasses
 import importlib.abc
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -252,19 +252,38 @@ def predict_replica(built: Any, entry: dict[str, Any], portal: Any = None) -> Re
     return predict
 
 
-class FakeLLM:
-    """Stands in for an LLMServer deployment handle behind the LLM ingress: answers "ok" in one token,
-    streamed or not, in the response types ray.serve.llm's LLMServer yields. No engine is started."""
+class FakeLLMServer:
+    """Stands in for ray.serve.llm's LLMServer: the server a one-hop ingress (the one_hop_llm lever) starts
+    in its own replica, and the one a two-hop ingress's handle (FakeLLM) reaches. Answers "ok" in one
+    token in LLMServer's shapes: the response model, or for a stream lists of SSE strings (its batched
+    stream, the last list ending in [DONE]), with the usage chunk only when the request asks for it.
+    Records what it was sent, and whether it started, is healthy and was stopped. No engine."""
 
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id
-        self.chat = SimpleNamespace(remote=lambda body, raw=None: self._answer(body, chat=True))
-        self.completions = SimpleNamespace(remote=lambda body, raw=None: self._answer(body, chat=False))
+        self.started = self.stopped = False
+        self.seen: list[Any] = []
+        self.healthy = True
 
-    def options(self, **_: Any) -> FakeLLM:
-        return self
+    async def start(self) -> None:
+        self.started = True
 
-    async def _answer(self, body: Any, chat: bool) -> Any:
+    async def chat(self, body: Any, raw: Any = None) -> AsyncIterator[Any]:
+        return self._take(body, chat=True)
+
+    async def completions(self, body: Any, raw: Any = None) -> AsyncIterator[Any]:
+        return self._take(body, chat=False)
+
+    def _take(self, body: Any, chat: bool) -> AsyncIterator[Any]:
+        from ray import serve
+
+        # As LLMServer does: a multiplexed model id is a LoRA adapter to load, and none is configured.
+        if serve.get_multiplexed_model_id():
+            raise ValueError("Must setup lora config for multiplexed requests.")
+        self.seen.append(body)
+        return self._answer(body, chat)
+
+    async def _answer(self, body: Any, chat: bool) -> AsyncIterator[Any]:
         from ray.llm._internal.serve.core.configs import openai_api_models as m
 
         usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
@@ -274,31 +293,37 @@ class FakeLLM:
             model = m.ChatCompletionResponse if chat else m.CompletionResponse
             yield model.model_validate({"model": self.model_id, "choices": [choice], "usage": usage})
             return
-        model = m.ChatCompletionStreamResponse if chat else m.CompletionStreamResponse
+        kind = "chat.completion.chunk" if chat else "text_completion"
         choice = {"index": 0, "delta": {"content": "ok"}} if chat else {"index": 0, "text": "ok"}
-        yield model.model_validate({"model": self.model_id, "choices": [choice]})
-        if body.stream_options and body.stream_options.include_usage:
-            yield model.model_validate({"model": self.model_id, "choices": [], "usage": usage})
-
-
-class FakeLLMServer:
-    """Stands in for the LLMServer a one-hop ingress (the one_hop_llm lever) starts in its own replica:
-    FakeLLM's answers through the server's methods. No engine is started."""
-
-    def __init__(self, model_id: str) -> None:
-        self._llm = FakeLLM(model_id)
-
-    async def start(self) -> None:
-        pass
-
-    async def chat(self, body: Any, raw: Any = None) -> Any:
-        return self._llm._answer(body, chat=True)
-
-    async def completions(self, body: Any, raw: Any = None) -> Any:
-        return self._llm._answer(body, chat=False)
+        token = {"id": "c1", "object": kind, "model": self.model_id, "choices": [choice]}
+        last = ([{"id": "c1", "object": kind, "model": self.model_id, "choices": [], "usage": usage}]
+                if body.stream_options and body.stream_options.include_usage else [])
+        yield [f"data: {json.dumps(token)}\n\n"]
+        yield [*(f"data: {json.dumps(e)}\n\n" for e in last), "data: [DONE]\n\n"]
 
     async def check_health(self) -> None:
-        pass
+        if not self.healthy:
+            raise RuntimeError("engine dead")
+
+    async def __del__(self) -> None:
+        self.stopped = True
+
+
+class FakeLLM:
+    """Stands in for the DeploymentHandle to a model's LLMServer behind a two-hop LLM ingress: each call
+    streams what a FakeLLMServer answers."""
+
+    def __init__(self, model_id: str) -> None:
+        self.server = FakeLLMServer(model_id)
+        self.chat = SimpleNamespace(remote=lambda body, raw=None: self._call("chat", body, raw))
+        self.completions = SimpleNamespace(remote=lambda body, raw=None: self._call("completions", body, raw))
+
+    def options(self, **_: Any) -> FakeLLM:
+        return self
+
+    async def _call(self, method: str, body: Any, raw: Any) -> AsyncIterator[Any]:
+        async for item in await getattr(self.server, method)(body, raw):
+            yield item
 
 
 @contextlib.contextmanager

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from ray import serve
-from ray.llm._internal.serve.core.configs import openai_api_models as vllm_models
 from ray.serve import context as serve_context
 from ray.serve.llm import LLMConfig
 from starlette.requests import Request
@@ -22,52 +20,10 @@ from stack.config import load
 from stack.serving import api_errors, llm_app
 from stack.serving.schemas import request_models
 from stack.serving.settings import FIRST_CHUNK_AT_ONCE, ONE_HOP, one_hop
+from tests.isolated_replica import FakeLLMServer
 from tests.test_goodput import Recorder
 
 MODEL = "tiny-llama"
-
-
-class StandInServer:
-    """What OneHopIngress needs of ray.serve.llm's LLMServer: start, the request methods, health, del."""
-
-    def __init__(self) -> None:
-        self.started = self.stopped = False
-        self.seen: list[Any] = []
-        self.healthy = True
-
-    async def start(self) -> None:
-        self.started = True
-
-    async def chat(self, request: Any, raw_request_info: Any = None) -> AsyncIterator[Any]:
-        # as LLMServer does: a multiplexed model id is a LoRA adapter to load, and with none configured
-        if serve.get_multiplexed_model_id():
-            raise ValueError("Must setup lora config for multiplexed requests.")
-        self.seen.append(request)
-        return self._answer(request)
-
-    completions = chat
-
-    async def _answer(self, request: Any) -> AsyncIterator[Any]:
-        if not request.stream:
-            yield vllm_models.ChatCompletionResponse(
-                id="c1", model=MODEL, choices=[{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                                                "finish_reason": "stop"}],
-                usage={"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})
-            return
-        # LLMServer's batched stream: lists of SSE strings
-        token = {"id": "c1", "object": "chat.completion.chunk", "model": MODEL,
-                 "choices": [{"index": 0, "delta": {"content": "hi"}}]}
-        usage = {"id": "c1", "object": "chat.completion.chunk", "model": MODEL, "choices": [],
-                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-        yield [f"data: {json.dumps(token)}\n\n"]
-        yield [f"data: {json.dumps(token)}\n\n", f"data: {json.dumps(usage)}\n\n", "data: [DONE]\n\n"]
-
-    async def check_health(self) -> None:
-        if not self.healthy:
-            raise RuntimeError("engine dead")
-
-    async def __del__(self) -> None:
-        self.stopped = True
 
 
 def llm_config() -> LLMConfig:
@@ -75,8 +31,8 @@ def llm_config() -> LLMConfig:
 
 
 @pytest.fixture
-def one_hop_ingress(monkeypatch: pytest.MonkeyPatch) -> tuple[llm_app.OneHopIngress, StandInServer, Recorder]:
-    server, counter = StandInServer(), Recorder()
+def one_hop_ingress(monkeypatch: pytest.MonkeyPatch) -> tuple[llm_app.OneHopIngress, FakeLLMServer, Recorder]:
+    server, counter = FakeLLMServer(MODEL), Recorder()
     monkeypatch.setattr(llm_app.LLMServer, "sync_init", classmethod(lambda cls, config: server))
     metrics = type("M", (), {name: counter for name in (
         "llm_goodput", "llm_ttft_ms", "input_chars", "input_tokens", "llm_prompt_tokens",
@@ -115,7 +71,7 @@ def test_the_server_starts_in_the_replica_and_the_ingress_calls_it_in_process(on
         return response, await body_of(response)
 
     response, text = asyncio.run(run())
-    assert isinstance(response, JSONResponse) and json.loads(text)["choices"][0]["message"]["content"] == "hi"
+    assert isinstance(response, JSONResponse) and json.loads(text)["choices"][0]["message"]["content"] == "ok"
     # the very request object the route validated, not a pickled copy: no hop between them
     assert len(server.seen) == 1 and server.seen[0].model == MODEL
     assert [t["verdict"] for t in counter.counted if "verdict" in t] == ["good"]
@@ -129,7 +85,7 @@ def test_a_stream_is_observed_as_with_two_hops(one_hop_ingress) -> None:
 
     text = asyncio.run(run())
     events = [e.removeprefix("data: ") for e in text.split("\n\n") if e.strip()]
-    assert events[-1] == "[DONE]" and sum('"content": "hi"' in e for e in events) == 2
+    assert events[-1] == "[DONE]" and sum('"content": "ok"' in e for e in events) == 1
     assert not any('"usage"' in e for e in events)  # asked for by the ingress, dropped: the client did not
     assert server.seen[0].stream_options.include_usage is True
     assert [t["verdict"] for t in counter.counted if "verdict" in t] == ["good"]
@@ -169,7 +125,7 @@ def test_health_and_shutdown_are_the_engine_s(one_hop_ingress) -> None:
 
 
 def test_local_model_is_what_the_ingress_takes_for_a_handle() -> None:
-    server = StandInServer()
+    server = FakeLLMServer(MODEL)
     handle = llm_app.LocalModel(server).options(stream=True).options(session_id="s")
     body = chat_body()
 
@@ -177,7 +133,7 @@ def test_local_model_is_what_the_ingress_takes_for_a_handle() -> None:
         return [item async for item in handle.chat.remote(body, None)]
 
     (answer,) = asyncio.run(run())
-    assert answer.choices[0].message.content == "hi" and server.seen == [body]
+    assert answer.choices[0].message.content == "ok" and server.seen == [body]
     # a LoRA adapter's id (Ray routes it by multiplexed model id): refused, not answered by the base model
     with pytest.raises(api_errors.ApiError) as err:
         llm_app.LocalModel(server).options(stream=True, multiplexed_model_id=f"{MODEL}:adapter")
