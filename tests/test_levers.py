@@ -256,6 +256,58 @@ def test_py_spy_stacks_fold_to_the_functions_that_ran() -> None:
         "ray::ProxyActor": 1, "ray::ServeReplica:embed:Embedder": 4}
 
 
+def _line_of(path: str, text: str) -> int:
+    lines = (Path(__file__).resolve().parents[1] / path).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+def test_a_profile_charges_instrumentation_only_what_the_off_switch_removes() -> None:
+    from loadtests.bench import levers as bench_levers
+    from loadtests.bench import pyspy
+
+    observer = "stack/serving/observability/request_observer.py"
+    app_line = _line_of(observer, "await self.app(")
+    count_line = _line_of(observer, "metrics().requests.inc(")
+    request = f"run (threading.py:9);RequestObserver.__call__ ({observer}:{app_line})"
+    raw = "\n".join([
+        # the request's own work, under the observer's pass-through line: not instrumentation
+        f"{request};Embedder.embed (stack/serving/embedder.py:70);forward (torch/nn/module.py:3) 50",
+        f"{request};Handle._run (asyncio/events.py:84) 10",
+        # serveops' metric, through Ray's metric classes: instrumentation
+        f"{request};Embedder.embed (stack/serving/embedder.py:78);"
+        "Histogram.observe (ray/serve/metrics.py:249);Metric._record (ray/util/metrics.py:133) 8",
+        # the observer's own counting, down to a lock in the standard library: instrumentation
+        f"run (threading.py:9);RequestObserver.__call__ ({observer}:{count_line});Counter.inc "
+        "(ray/serve/metrics.py:131);Metric._record (ray/util/metrics.py:133);acquire (threading.py:5) 4",
+        # Ray's own serve metric, on with instrumentation off too: not ours
+        "run (threading.py:9);_BatchQueue.wait_for_batch (ray/serve/batching.py:292);"
+        "Metric._record (ray/util/metrics.py:133) 20",
+        # the log filter, on with instrumentation off too: not charged
+        "run (threading.py:9);handle (logging/__init__.py:1);TraceContextFilter.filter "
+        "(stack/serving/observability/logs.py:19) 3",
+        # a span: ours whoever opened it
+        "run (threading.py:9);handle (ray/serve/_private/replica.py:1);TraceContextManager.__enter__ "
+        "(ray/serve/_private/tracing_utils.py:7);start_span (opentelemetry/sdk/trace/__init__.py:2) 8",
+    ])
+    got = pyspy.instrumentation_share(raw)
+    assert got["samples"] == 103
+    assert got["share"] == round(20 / 103, 4)
+    assert got["top"] == [{"function": "Metric._record (ray/util/metrics.py)", "share": round(12 / 103, 4)},
+                          {"function": "start_span (opentelemetry/sdk/trace/__init__.py)",
+                           "share": round(8 / 103, 4)}]
+    assert pyspy.instrumentation_share("")["share"] is None
+
+    line = bench_levers.instrumentation_line({"instrumentation": got})
+    assert "19.4% of 103 samples (Metric._record (ray/util/metrics.py) 11.7%, start_span" in line
+    assert bench_levers.instrumentation_line({"error": "py-spy failed"}) == ""
+    pipeline = {"pid": 7, "top": [{"function": "forward (torch/nn/module.py)", "share": 0.5}],
+                "instrumentation": got}
+    table = bench_levers.markdown({"kept": "none", "compared": {}, "configs": {},
+                                   "profile_classify": {"ray::ServeReplica:classify:Pipeline": pipeline}})
+    assert ("py-spy, ray::ServeReplica:classify:Pipeline (pid 7), kept stack, /classify at its throughput "
+            "concurrency: forward (torch/nn/module.py) 50%. Instrumentation") in table
+
+
 def test_direct_ingress_names_an_app_s_root_route_by_its_prefix() -> None:
     """Ray 2.60's direct-ingress matcher names the root route of an app at /embed "", so Serve's HTTP
     metrics and access log would carry route="" and every per-route SLO rule would see nothing; the

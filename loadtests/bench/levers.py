@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,22 +139,8 @@ def figures(ops: OpsConfig, profile: str, mode: BenchMode, out: Path) -> dict[st
     finally:
         if instrumentation.running_levers() != kept_name:
             restart(kept_name, log)
-    # Where the kept stack's CPU goes on /embed at saturation: py-spy on the busiest process of the
-    # groups that spent the most per request.
-    spent = seen.get(kept_name, {}).get("/embed", {}).get("cpu_ms_per_request", {})
-    groups = [g for g in spent if g not in ("all", "other")][:3]
-    url, body = f"{ops.listen.serve_url}/embed", json.dumps({"text": ops.bench.embed_text})
-    profiled = pyspy.profile_groups(groups, mode.duration_s, out / "profiles",
-                                      lambda s: wrk.run(url, body, measure.connections, s))
-    # And on the LLM at its throughput concurrency: what Serve's path adds per output token.
-    spent = seen.get(kept_name, {}).get("llm", {}).get("cpu_ms_per_output_token", {})
-    model, bench = ops.profile(profile).llm.models[0], ops.bench.llm
-    llm_profiled = pyspy.profile_groups(
-        [g for g in spent if g not in ("all", "other")][:3], mode.duration_s, out / "profiles-llm",
-        lambda s: llm.bench(ops.listen.serve_url, model, bench, max(bench.concurrency, round(s * 4)),
-                            bench.concurrency, out / "llm"))
-    return {"levers": {"kept": kept_name, "configs": seen, "compared": compare(seen), "profile": profiled,
-                       "profile_llm": llm_profiled,
+    profiles = profile_kept(ops, profile, mode, out, seen.get(kept_name, {}), measure.connections)
+    return {"levers": {"kept": kept_name, "configs": seen, "compared": compare(seen), **profiles,
                        "inputs": {"embed_connections": measure.connections,
                                   "torch_threads_raw": measure.threads,
                                   "classify_concurrency": [ops.bench.latency_concurrency,
@@ -210,6 +197,32 @@ def broken_contracts(figures: dict[str, Any]) -> list[str]:
     return [f"{name}: {got}" for name, got in figures.get("contracts", {}).items() if got != "ok"]
 
 
+def profile_kept(ops: OpsConfig, profile: str, mode: BenchMode, out: Path, kept_seen: dict[str, Any],
+                 connections: int) -> dict[str, Any]:
+    """Where the running (kept) stack's CPU goes: py-spy on the busiest process of each group that spent
+    the most in kept_seen, per load. /embed at saturation; /classify, five hops, at the throughput
+    concurrency (instrumentation costs each hop); the LLM at its concurrency (what Serve's path adds per
+    output token)."""
+    url, body = ops.listen.serve_url, json.dumps({"text": ops.bench.embed_text})
+    model, bench = ops.profile(profile).llm.models[0], ops.bench.llm
+    # results key: (its folder, the measure whose CPU split picks the groups, how many, the load)
+    loads: dict[str, tuple[str, str, str, int, Callable[[float], Any]]] = {
+        "profile": ("profiles", "/embed", "cpu_ms_per_request", 3,
+                    lambda s: wrk.run(f"{url}/embed", body, connections, s)),
+        "profile_classify": ("profiles-classify", "/classify", "cpu_ms_per_request", 5,
+                             lambda s: wrk.run(f"{url}/classify", body, ops.bench.throughput_concurrency, s)),
+        "profile_llm": ("profiles-llm", "llm", "cpu_ms_per_output_token", 3,
+                        lambda s: llm.bench(url, model, bench, max(bench.concurrency, round(s * 4)),
+                                            bench.concurrency, out / "llm")),
+    }
+    profiles = {}
+    for key, (folder, measured, per, most, load) in loads.items():
+        spent = kept_seen.get(measured, {}).get(per, {})
+        groups = [g for g in spent if g not in ("all", "other")][:most]
+        profiles[key] = pyspy.profile_groups(groups, mode.duration_s, out / folder, load)
+    return profiles
+
+
 def markdown(section: dict[str, Any]) -> str:
     compared = section["compared"]
     header = " | ".join(["configuration", *MEASURES, "CPU ms per /embed request (top groups)",
@@ -227,12 +240,23 @@ def markdown(section: dict[str, Any]) -> str:
         broken = broken_contracts(section["configs"][config])
         rows.append(f"| {config}{kept} | " + " | ".join(cells) + f" | {groups} | "
                     + (", ".join(wins(row)) or "-") + " | " + ("; ".join(broken) or "ok") + " |")
-    for key, load in (("profile", "/embed at saturation"), ("profile_llm", "the LLM at its concurrency")):
+    for key, load in (("profile", "/embed at saturation"), ("profile_classify", "/classify at its throughput "
+                      "concurrency"), ("profile_llm", "the LLM at its concurrency")):
         for group, found in section.get(key, {}).items():
             top = ", ".join(f"{f['function']} {f['share']:.0%}" for f in found.get("top", [])[:6])
             rows.append(f"\npy-spy, {group} (pid {found['pid']}), kept stack, {load}: "
-                        + (top or found.get("error", "no samples")))
+                        + (top or found.get("error", "no samples")) + instrumentation_line(found))
     return "\n".join(rows) + "\n"
+
+
+def instrumentation_line(found: dict[str, Any]) -> str:
+    """The profile's answer to what instrumentation costs: its share of the process's samples."""
+    got = found.get("instrumentation") or {}
+    if got.get("share") is None:
+        return ""
+    where = ", ".join(f"{f['function']} {f['share']:.1%}" for f in got["top"][:3])
+    return (f". Instrumentation (what SERVEOPS_INSTRUMENTATION=off removes): {got['share']:.1%} of "
+            f"{got['samples']} samples" + (f" ({where})" if where else ""))
 
 
 def baselines(doc: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ shares are of the time the process was on a core.
 
 from __future__ import annotations
 
+import linecache
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,17 @@ from typing import Any
 from loadtests.bench import cpu
 
 TOP = 12  # functions kept per process
+ROOT = Path(__file__).resolve().parents[2]  # py-spy names our frames by path from here (stack/...)
+
+# What SERVEOPS_INSTRUMENTATION=off removes, as py-spy names it. Spans and their context: always ours to
+# count. Ray's metric classes: only where serveops code called them (Ray's own serve metrics stay on).
+# Our observability code: except the lines that pass the request itself through (the observer's
+# `await self.app(...)`, a context manager's `yield`), and the log filter, which stays on with it off.
+SPANS = ("opentelemetry/", "ray/serve/_private/tracing_utils.py")
+METRIC_CLASSES = ("ray/util/metrics.py", "ray/serve/metrics.py")
+OURS, OUR_CODE = "stack/serving/observability/", "stack/"
+PASS_THROUGH = ("await self.app(", "yield")
+ALWAYS_ON = ("stack/serving/observability/logs.py",)
 
 
 def busiest(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
@@ -52,6 +64,60 @@ def leaves(raw: str) -> list[dict[str, Any]]:
     return [{"function": f, "share": round(n / total, 3)} for f, n in counts.most_common(TOP)]
 
 
+def _frame(frame: str) -> tuple[str, str, int]:
+    """`func (path:line)` to its parts; a frame without a place has path "" and line 0."""
+    name, _, where = frame.partition(" (")
+    path, _, line = where.rstrip(")").rpartition(":")
+    return name, path, int(line) if line.isdigit() else 0
+
+
+def _stdlib(path: str) -> bool:
+    top = path.split("/")[0].removesuffix(".py")
+    return not path or path.startswith("<") or top in sys.stdlib_module_names
+
+
+def _instrumentation(frames: list[str], root: Path) -> str | None:
+    """The frame to charge when the sample's own work (below the standard library) is instrumentation."""
+    in_metrics = None
+    for frame in reversed(frames):
+        _, path, line = _frame(frame)
+        if _stdlib(path):
+            continue
+        if path.startswith(SPANS):
+            return frame
+        if path.startswith(METRIC_CLASSES):
+            in_metrics = in_metrics or frame
+            continue
+        if in_metrics:
+            return in_metrics if path.startswith(OUR_CODE) else None
+        if path.startswith(ALWAYS_ON):
+            return None
+        if path.startswith(OURS):
+            source = linecache.getline(str(root / path), line).strip()
+            return None if source.startswith(PASS_THROUGH) else frame
+        return None
+    return None
+
+
+def instrumentation_share(raw: str, root: Path = ROOT) -> dict[str, Any]:
+    """The share of a process's samples spent in what SERVEOPS_INSTRUMENTATION=off removes (serveops'
+    metrics, the request observer, spans), and where. A profile of one process on one head, so unlike
+    a full-against-off ratio it does not move with the head's speed."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        charged = _instrumentation(stack.split(";"), root)
+        if charged:
+            name, path, _ = _frame(charged)
+            counts[f"{name} ({path})"] += int(count)
+    return {"share": round(sum(counts.values()) / total, 4) if total else None, "samples": total,
+            "top": [{"function": f, "share": round(n / total, 4)} for f, n in counts.most_common(5)]}
+
+
 def profile_groups(groups: list[str], seconds: float, out: Path, load: Any) -> dict[str, Any]:
     """Run load() (a measured load run) with py-spy on the busiest process of each group; per group
     the pid and its top functions. Busiest is judged on a first short run of the same load."""
@@ -69,5 +135,7 @@ def profile_groups(groups: list[str], seconds: float, out: Path, load: Any) -> d
         if proc.returncode != 0 or not path.exists():
             found[group] = {"pid": pid, "error": err.decode(errors="replace")[-300:]}
             continue
-        found[group] = {"pid": pid, "file": str(path), "top": leaves(path.read_text())}
+        raw = path.read_text()
+        found[group] = {"pid": pid, "file": str(path), "top": leaves(raw),
+                        "instrumentation": instrumentation_share(raw)}
     return found
