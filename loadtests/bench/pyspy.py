@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,20 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def leaves(raw: str) -> list[dict[str, Any]]:
-    """py-spy's raw (collapsed) stacks: `frame;frame;leaf count` per line, to the top leaf functions."""
-    counts: Counter[str] = Counter()
+def stacks(raw: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) stacks: `frame;frame;leaf count` per line, to (frames, count)."""
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        name, _, where = stack.rsplit(";", 1)[-1].partition(" (")
-        where = where.rstrip(")").rsplit(":", 1)[0]  # per function, not per line
-        counts[f"{name} ({where})" if where else name] += int(count)
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def leaves(raw: str) -> list[dict[str, Any]]:
+    """The top leaf functions of a raw profile, per function, not per line."""
+    counts: Counter[str] = Counter()
+    for frames, count in stacks(raw):
+        name, path, _ = _frame(frames[-1])
+        counts[f"{name} ({path})" if path else name] += count
     total = sum(counts.values()) or 1
     return [{"function": f, "share": round(n / total, 3)} for f, n in counts.most_common(TOP)]
 
@@ -67,8 +72,9 @@ def leaves(raw: str) -> list[dict[str, Any]]:
 def _frame(frame: str) -> tuple[str, str, int]:
     """`func (path:line)` to its parts; a frame without a place has path "" and line 0."""
     name, _, where = frame.partition(" (")
-    path, _, line = where.rstrip(")").rpartition(":")
-    return name, path, int(line) if line.isdigit() else 0
+    where = where.rstrip(")")
+    path, _, line = where.rpartition(":")
+    return (name, path, int(line)) if line.isdigit() else (name, where, 0)
 
 
 def _stdlib(path: str) -> bool:
@@ -105,15 +111,12 @@ def instrumentation_share(raw: str, root: Path = ROOT) -> dict[str, Any]:
     a full-against-off ratio it does not move with the head's speed."""
     counts: Counter[str] = Counter()
     total = 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        total += int(count)
-        charged = _instrumentation(stack.split(";"), root)
+    for frames, count in stacks(raw):
+        total += count
+        charged = _instrumentation(frames, root)
         if charged:
             name, path, _ = _frame(charged)
-            counts[f"{name} ({path})"] += int(count)
+            counts[f"{name} ({path})"] += count
     return {"share": round(sum(counts.values()) / total, 4) if total else None, "samples": total,
             "top": [{"function": f, "share": round(n / total, 4)} for f, n in counts.most_common(5)]}
 
